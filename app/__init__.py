@@ -1,0 +1,1 @@
+"""A CQRS / event-sourcing GraphQL service for a network of restaurants."""

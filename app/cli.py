@@ -1,0 +1,138 @@
+"""`python -m app …`: serve, project, status, seed-demo, export-schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+from collections.abc import Sequence
+
+from app.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the GraphQL API (and the projector)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--no-projector", action="store_true", help="API only")
+    commands.add_parser("project", help="run the projector only")
+    commands.add_parser("status", help="print projection position, head and lag")
+    seed = commands.add_parser("seed-demo", help="create demo locations and employees")
+    seed.add_argument("--locations", type=int, default=5)
+    seed.add_argument("--employees", type=int, default=40)
+    commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    args = parser.parse_args(argv)
+
+    if args.command == "export-schema":
+        from app.schema import build_schema
+
+        print(build_schema().as_str())
+        return 0
+    settings = Settings()
+    from app.observability import configure_logging
+
+    configure_logging(settings.log_level, settings.log_json)
+    if args.command == "serve":
+        return _serve(settings, args)
+    runners = {"project": _project, "status": _status, "seed-demo": _seed}
+    try:
+        return asyncio.run(runners[args.command](settings, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.embedded_redis import EmbeddedValkey
+
+    if args.no_projector:
+        os.environ["RUN_PROJECTOR"] = "false"
+    embedded = None
+    if not settings.redis_url:  # one server for every worker, owned by this parent process
+        embedded = EmbeddedValkey(settings.var_dir / "valkey")
+        os.environ["REDIS_URL"] = embedded.start()
+    try:
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=args.host, port=args.port,
+            workers=args.workers, log_config=None, ws="websockets",
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+async def _project(settings: Settings, _args: argparse.Namespace) -> int:
+    from app.bootstrap import bootstrap, run_projector_alone
+
+    async with bootstrap(settings, run_projector=False, follow=False) as services:
+        await run_projector_alone(services)
+    return 0
+
+
+async def _status(settings: Settings, _args: argparse.Namespace) -> int:
+    from app.bootstrap import bootstrap
+
+    async with bootstrap(settings, run_projector=False, follow=False) as services:
+        position = await services.read_model.checkpoint()
+        head = await services.store.head_position()
+        print(f"projected position: {position}")
+        print(f"event store head:   {head}")
+        print(f"lag:                {head - position}")
+    return 0
+
+
+async def _seed(settings: Settings, args: argparse.Namespace) -> int:
+    """Demo data through the same command handlers the API uses, with progress on stderr."""
+    from app.bootstrap import bootstrap
+    from app.domain import commands as c
+    from app.domain.errors import DomainError
+    from app.service.handlers import CommandContext
+
+    cities = [("Springfield", "IL"), ("Portland", "OR"), ("Austin", "TX"), ("Denver", "CO"),
+              ("Madison", "WI"), ("Raleigh", "NC"), ("Boise", "ID"), ("Tucson", "AZ")]
+    first = ["Ana", "Ben", "Chloe", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivan", "June"]
+    last = ["Smith", "Garcia", "Chen", "Okafor", "Novak", "Silva", "Kim", "Berg"]
+    titles = ["Line Cook", "Server", "Host", "Dishwasher", "Shift Manager", "Bartender"]
+    ctx = CommandContext(correlation_id="seed-demo", actor="seed-demo")
+    async with bootstrap(settings, run_projector=True) as services:
+        handlers = services.handlers
+        location_ids = []
+        total = args.locations + args.employees
+        for n in range(args.locations):
+            city, state = cities[n % len(cities)]
+            address = f"{100 + n * 7} Main Street"
+            made = await handlers.create_location(
+                c.CreateLocation(address, city, state, f"{10000 + n * 97}"), ctx
+            )
+            location_ids.append(made.entity_id)
+            _progress(n + 1, total)
+        position = 0
+        for n in range(args.employees):
+            try:
+                made = await handlers.create_employee(
+                    c.CreateEmployee(first[n % len(first)], last[n % len(last)],
+                                     dt.date(1970 + n % 30, 1 + n % 12, 1 + n % 28),
+                                     titles[n % len(titles)], location_ids[n % len(location_ids)]),
+                    ctx,
+                )
+            except DomainError as error:
+                print(f"\nskipped employee {n + 1}: {error.message}", file=sys.stderr)
+                continue
+            position = made.position
+            _progress(args.locations + n + 1, total)
+        await services.waiter.wait_for(position, 30)
+    print(file=sys.stderr)
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr)

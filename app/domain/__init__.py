@@ -1,0 +1,1 @@
+"""The pure, synchronous write-side model: events, commands, aggregates and their rules."""

@@ -1,0 +1,67 @@
+"""Domain events: the facts the aggregates record, one frozen dataclass per stored `type`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LocationCreated:
+    location_id: int
+    street_address: str
+    city: str
+    state: str
+    postal_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeCreated:
+    employee_id: int
+    first_name: str
+    last_name: str
+    date_of_birth: dt.date
+    job_title: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeAssignedToLocation:
+    employee_id: int
+    location_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeRemovedFromLocation:
+    employee_id: int
+    location_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeJobTitleChanged:
+    employee_id: int
+    job_title: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeTerminated:
+    employee_id: int
+
+
+DomainEvent = (
+    LocationCreated
+    | EmployeeCreated
+    | EmployeeAssignedToLocation
+    | EmployeeRemovedFromLocation
+    | EmployeeJobTitleChanged
+    | EmployeeTerminated
+)
+
+
+def location_stream(location_id: int) -> str:
+    """The stream id of a location's events."""
+    return f"location-{location_id}"
+
+
+def employee_stream(employee_id: int) -> str:
+    """The stream id of an employee's events."""
+    return f"employee-{employee_id}"

@@ -1,0 +1,88 @@
+"""The stored event contract: `type` strings, JSON data shapes, schema versions and upcasters.
+
+Stored events are a persistence contract, not Python objects: each type has a current
+`schema_version`, and an upcaster per older version turns old data into the next shape on read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, fields
+from typing import Any
+
+from app.domain import events as e
+
+JSONDict = dict[str, Any]
+Upcaster = Callable[[JSONDict], JSONDict]
+
+EVENT_TYPES: dict[str, type[e.DomainEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        e.LocationCreated,
+        e.EmployeeCreated,
+        e.EmployeeAssignedToLocation,
+        e.EmployeeRemovedFromLocation,
+        e.EmployeeJobTitleChanged,
+        e.EmployeeTerminated,
+    )
+}
+
+
+def _location_created_v1_to_v2(data: JSONDict) -> JSONDict:
+    """v1 called the postal code `zip_code` (US-only addresses); v2 names it `postal_code`."""
+    upgraded = {k: v for k, v in data.items() if k != "zip_code"}
+    upgraded["postal_code"] = data["zip_code"]
+    return upgraded
+
+
+def _employee_created_v1_to_v2(data: JSONDict) -> JSONDict:
+    """v1 stored the birth date as a midnight DateTime ("1990-05-17T00:00:00"); v2 as a date."""
+    return {**data, "date_of_birth": data["date_of_birth"][:10]}
+
+
+class EventSchema:
+    """Current versions plus the upcaster chain of every event type."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, int] = dict.fromkeys(EVENT_TYPES, 1)
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
+        """Declare how data of `from_version` becomes `from_version + 1`."""
+        self._upcasters[(event_type, from_version)] = upcaster
+        self.current[event_type] = max(self.current.get(event_type, 1), from_version + 1)
+
+    def upcast(self, event_type: str, schema_version: int, data: JSONDict) -> JSONDict:
+        """Data in the current shape of its type, whatever version it was stored in."""
+        target = self.current.get(event_type, schema_version)
+        while schema_version < target:
+            data = self._upcasters[(event_type, schema_version)](data)
+            schema_version += 1
+        return data
+
+    def version_of(self, event_type: str) -> int:
+        return self.current[event_type]
+
+
+def default_schema() -> EventSchema:
+    """The schema with every upcaster this service ships."""
+    schema = EventSchema()
+    schema.register("LocationCreated", 1, _location_created_v1_to_v2)
+    schema.register("EmployeeCreated", 1, _employee_created_v1_to_v2)
+    return schema
+
+
+def to_data(event: e.DomainEvent) -> JSONDict:
+    """The JSON data of a domain event (dates as ISO strings)."""
+    return {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in asdict(event).items()}
+
+
+def from_data(event_type: str, data: Mapping[str, Any]) -> e.DomainEvent:
+    """The domain event of current-shape JSON data."""
+    cls = EVENT_TYPES[event_type]
+    values: JSONDict = {}
+    for f in fields(cls):
+        raw = data[f.name]
+        values[f.name] = dt.date.fromisoformat(raw) if f.name == "date_of_birth" else raw
+    return cls(**values)

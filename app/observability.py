@@ -1,0 +1,55 @@
+"""Correlation ids, structured JSON logs and Prometheus metrics."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import uuid
+
+from prometheus_client import Counter, Gauge, Histogram
+
+correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "correlation_id", default=None
+)
+
+COMMANDS = Histogram(
+    "cqrs_command_seconds", "Command latency by command and outcome", ["command", "outcome"]
+)
+PROJECTED_POSITION = Gauge("cqrs_projection_position", "Last position committed to Redis")
+PROJECTION_BATCH = Histogram(
+    "cqrs_projection_batch_events", "Events per projected batch",
+    buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000),
+)
+APPENDS = Counter("cqrs_appends_total", "Appends committed by this process")
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, carrying the request's correlation id."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "correlation_id": getattr(record, "correlation_id", None) or correlation_id.get(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str, as_json: bool) -> None:
+    handler = logging.StreamHandler()
+    if as_json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,1 @@
+"""Read-side projections: pure functions from events to read-model documents; the projector."""

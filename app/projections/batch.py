@@ -1,0 +1,66 @@
+"""Applies a batch of events to the documents it touches, in memory, and says what changed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from app.event_store.base import RecordedEvent
+from app.projections import employees, locations
+from app.projections.documents import Change, ChangeKind, Doc, DocKey
+
+Keys = Callable[[RecordedEvent], list[DocKey]]
+Project = Callable[[Doc | None, RecordedEvent], Doc | None]
+Projection = tuple[Keys, Project]
+PROJECTIONS: tuple[Projection, ...] = (
+    (locations.keys, locations.project),
+    (employees.keys, employees.project),
+)
+
+
+def touched(events: Iterable[RecordedEvent]) -> list[DocKey]:
+    """Every document key the events change, in first-seen order."""
+    seen: dict[DocKey, None] = {}
+    for event in events:
+        for keys, _ in PROJECTIONS:
+            seen.update(dict.fromkeys(keys(event)))
+    return list(seen)
+
+
+@dataclass
+class BatchResult:
+    docs: dict[DocKey, Doc | None]
+    changes: list[Change] = field(default_factory=list)
+
+
+def apply(events: list[RecordedEvent], before: Mapping[DocKey, Doc | None]) -> BatchResult:
+    """The documents after `events`; changes collapse to one per entity per commit."""
+    docs = dict(before)
+    result = BatchResult(docs)
+    commit_start: dict[DocKey, Doc | None] = {}
+    for index, event in enumerate(events):
+        for keys, project in PROJECTIONS:
+            for key in keys(event):
+                commit_start.setdefault(key, docs.get(key))
+                docs[key] = project(docs.get(key), event)
+        last_of_commit = (
+            index + 1 == len(events) or events[index + 1].commit_position != event.commit_position
+        )
+        if last_of_commit:
+            result.changes += _changes(event.commit_position, commit_start, docs)
+            commit_start = {}
+    return result
+
+
+def _changes(
+    position: int, start: Mapping[DocKey, Doc | None], docs: Mapping[DocKey, Doc | None]
+) -> list[Change]:
+    out = []
+    for key, old in start.items():
+        new = docs.get(key)
+        if old is None and new is None:
+            continue
+        kind: ChangeKind = "CREATED" if old is None else "REMOVED" if new is None else "UPDATED"
+        previous = old.get("location_id") if old is not None and key[0] == "employee" else None
+        out.append(Change(position, kind, key[0], key[1], new, previous))
+    return out

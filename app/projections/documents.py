@@ -1,0 +1,35 @@
+"""Read-model documents and changes: plain JSON-ready dicts keyed by (kind, id)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Doc = dict[str, Any]
+Entity = Literal["location", "employee"]
+DocKey = tuple[Entity, int]
+ChangeKind = Literal["CREATED", "UPDATED", "REMOVED"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entity's change in one commit, with its new document so fan-out needs no reads."""
+
+    position: int
+    kind: ChangeKind
+    entity: Entity
+    entity_id: int
+    doc: Doc | None
+    previous_location_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position, "kind": self.kind, "entity": self.entity,
+            "id": self.entity_id, "doc": self.doc,
+            "previous_location_id": self.previous_location_id,
+        }
+
+
+def stamp(doc: Doc, event_version: int, recorded_at: str, position: int) -> Doc:
+    """The document as of an event of its own stream."""
+    return {**doc, "version": event_version, "updated_at": recorded_at, "position": position}

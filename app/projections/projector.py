@@ -1,0 +1,148 @@
+"""The projector: tails the event store by position and applies each batch to Redis exactly once.
+
+Each batch is read from the checkpoint C, applied with WATCH on the checkpoint, and committed in
+one MULTI/EXEC together with the new checkpoint and the PUBLISH of its changes. If any other
+projector moved the checkpoint in between, EXEC aborts and nothing is applied: a crash or a race
+can neither apply an event twice nor skip one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
+from app.projections import batch as projection
+from app.projections.documents import Doc, DocKey
+from app.read_model.keys import Keys
+
+log = logging.getLogger(__name__)
+CheckpointListener = Callable[[int], Awaitable[None]]
+TRANSIENT = (StoreUnavailable, RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class Projector:
+    def __init__(
+        self,
+        store: EventStore,
+        redis: Redis,
+        keys: Keys,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._redis = redis
+        self._keys = keys
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._listeners: list[CheckpointListener] = []
+        self.position = 0
+        self.events_applied = 0
+
+    def wake(self, _position: int = 0) -> None:
+        """New events were appended: stop waiting and catch up."""
+        self._wake.set()
+
+    def on_checkpoint(self, listener: CheckpointListener) -> None:
+        self._listeners.append(listener)
+
+    async def run(self) -> None:
+        """Catch up, then follow live until cancelled; survives store and Redis outages."""
+        await self.check_consistency()
+        backoff = 0.1
+        while True:
+            try:
+                while await self.step():
+                    pass
+                backoff = 0.1
+            except TRANSIENT as exc:
+                log.warning("projector paused: %s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+
+    async def check_consistency(self) -> None:
+        """A checkpoint beyond the store's head means the store was replaced: start over."""
+        checkpoint = int(await self._redis.get(self._keys.checkpoint) or 0)
+        head = await self._store.head_position()
+        if checkpoint > head:
+            log.warning(
+                "read model is at %d but the event store ends at %d: clearing it", checkpoint, head
+            )
+            await self.clear()
+
+    async def clear(self) -> None:
+        """Delete every key of this read model."""
+        batch: list[str] = []
+        async for key in self._redis.scan_iter(match=self._keys.pattern(), count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await self._redis.delete(*batch)
+                batch = []
+        if batch:
+            await self._redis.delete(*batch)
+
+    async def catch_up(self) -> None:
+        """Apply everything committed so far."""
+        while await self.step():
+            pass
+
+    async def step(self) -> bool:
+        """Apply the next batch; False once there was nothing left to apply."""
+        checkpoint = int(await self._redis.get(self._keys.checkpoint) or 0)
+        events = await self._store.read_batch(checkpoint, self._batch_size)
+        if not events:
+            self.position = checkpoint
+            return False
+        started = time.perf_counter()
+        try:
+            await self._commit(checkpoint, events)
+        except WatchError:
+            log.info("checkpoint moved under us (another projector?); re-reading")
+            return True
+        self.position = events[-1].position
+        self.events_applied += len(events)
+        log.debug("projected %d events up to %d in %.1f ms", len(events), self.position,
+                  (time.perf_counter() - started) * 1000)
+        for listener in self._listeners:
+            await listener(self.position)
+        return True
+
+    async def _commit(self, checkpoint: int, events: list[RecordedEvent]) -> None:
+        keys = projection.touched(events)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(self._keys.checkpoint)
+            if int(await pipe.get(self._keys.checkpoint) or 0) != checkpoint:
+                raise WatchError("checkpoint changed")
+            raw = await pipe.mget([self._keys.doc(k) for k in keys]) if keys else []
+            before: dict[DocKey, Doc | None] = {
+                k: json.loads(v) if v is not None else None for k, v in zip(keys, raw, strict=True)
+            }
+            result = projection.apply(events, before)
+            pipe.multi()  # type: ignore[no-untyped-call]
+            for key, doc in result.docs.items():
+                redis_key, index = self._keys.doc(key), self._keys.index(key[0])
+                if doc is None:
+                    pipe.delete(redis_key)
+                    pipe.zrem(index, key[1])
+                else:
+                    pipe.set(redis_key, json.dumps(doc, separators=(",", ":")))
+                    pipe.zadd(index, {str(key[1]): key[1]})
+            position = events[-1].position
+            pipe.set(self._keys.checkpoint, position)
+            message = {"position": position, "changes": [c.to_json() for c in result.changes]}
+            pipe.publish(self._keys.changes_channel, json.dumps(message, separators=(",", ":")))
+            await pipe.execute()

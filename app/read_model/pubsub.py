@@ -1,0 +1,38 @@
+"""One Redis pub/sub subscription per process and channel, re-established after any outage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+Handler = Callable[[str], Awaitable[None]]
+
+
+async def listen(
+    redis: Redis, channel: str, handler: Handler, on_reconnect: Callable[[], Awaitable[None]]
+) -> None:
+    """Call `handler(message)` for each message on `channel` until cancelled.
+
+    After every (re)subscription `on_reconnect` runs, so the caller can re-read what it may
+    have missed while no subscription was active.
+    """
+    backoff = 0.1
+    while True:
+        try:
+            async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(channel)
+                await on_reconnect()
+                backoff = 0.1
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        await handler(message["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure of the connection: resubscribe, never go silent
+            log.warning("subscription to %s lost (%s); retrying in %.1fs", channel, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)

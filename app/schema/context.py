@@ -1,0 +1,39 @@
+"""The per-request context: services, correlation id, and DataLoaders that die with the request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from strawberry.dataloader import DataLoader
+
+from app.projections.documents import Doc
+
+if TYPE_CHECKING:
+    from app.bootstrap import Services
+
+
+@dataclass
+class Context:
+    services: Services
+    correlation_id: str
+    locations: DataLoader[int, Doc | None] = field(init=False)
+    employees: DataLoader[int, Doc | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        read_model = self.services.read_model
+
+        async def load_locations(ids: Sequence[int]) -> list[Doc | None]:
+            return await read_model.locations(ids)
+
+        async def load_employees(ids: Sequence[int]) -> list[Doc | None]:
+            return await read_model.employees(ids)
+
+        self.locations = DataLoader(load_locations)
+        self.employees = DataLoader(load_employees)
+
+    def prime(self, docs: Sequence[Doc], loader: DataLoader[int, Doc | None]) -> None:
+        """Docs already read by a list query need no second read when nested fields ask again."""
+        for doc in docs:
+            loader.prime(int(doc["id"]), doc)

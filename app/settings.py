@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     max_page_size: int = 500
+    subscription_queue_size: int = 1000
 
     def sqlite_path(self) -> Path | None:
         """The SQLite file of `database_url`, if it names one."""

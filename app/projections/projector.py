@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -143,6 +144,20 @@ class Projector:
                     pipe.zadd(index, {str(key[1]): key[1]})
             position = events[-1].position
             pipe.set(self._keys.checkpoint, position)
-            message = {"position": position, "changes": [c.to_json() for c in result.changes]}
+            message = {
+                "from": checkpoint,
+                "position": position,
+                "changes": [c.to_json() for c in result.changes],
+                "events": [event_json(e) for e in events],
+            }
             pipe.publish(self._keys.changes_channel, json.dumps(message, separators=(",", ":")))
             await pipe.execute()
+
+
+def event_json(event: RecordedEvent) -> dict[str, Any]:
+    """An event as subscribers of the `events` feed receive it."""
+    return {
+        "position": event.position, "stream_id": event.stream_id, "version": event.version,
+        "type": event.type, "data": event.data, "recorded_at": event.recorded_at.isoformat(),
+        "correlation_id": event.metadata.get("correlation_id"),
+    }

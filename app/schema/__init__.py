@@ -11,6 +11,7 @@ from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 from app.observability import correlation_id
 from app.schema.mutations import Mutation
 from app.schema.queries import Query
+from app.schema.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def build_schema() -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),

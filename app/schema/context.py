@@ -33,6 +33,11 @@ class Context:
         self.locations = DataLoader(load_locations)
         self.employees = DataLoader(load_employees)
 
+    def forget(self) -> None:
+        """Drop cached documents (a websocket context outlives many pushed changes)."""
+        self.locations.clear_all()
+        self.employees.clear_all()
+
     def prime(self, docs: Sequence[Doc], loader: DataLoader[int, Doc | None]) -> None:
         """Docs already read by a list query need no second read when nested fields ask again."""
         for doc in docs:

@@ -113,6 +113,16 @@ class Event:
     correlation_id: str | None
 
     @classmethod
+    def from_json(cls, event: dict[str, Any]) -> Event:
+        """An event as carried by the projector's change messages."""
+        return cls(
+            position=event["position"], stream_id=event["stream_id"], version=event["version"],
+            type=event["type"], data=event["data"],
+            recorded_at=dt.datetime.fromisoformat(event["recorded_at"]),
+            correlation_id=event.get("correlation_id"),
+        )
+
+    @classmethod
     def from_recorded(cls, event: RecordedEvent) -> Event:
         data: Any = event.data
         return cls(

@@ -1,0 +1,133 @@
+"""Fans the projector's committed batches out to this process's subscribers.
+
+One Redis subscription per process feeds the hub; each subscriber has a bounded queue. A
+subscriber that falls behind is closed with an error instead of growing memory; a gap in the
+stream of batches (a missed message, a Redis restart) interrupts every subscriber that cannot
+recover by itself, so none is ever left silently missing changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.projections.documents import Change
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One committed projector batch: positions (from_position, position], changes, events."""
+
+    from_position: int
+    position: int
+    changes: list[Change]
+    events: list[dict[str, Any]]
+
+    @classmethod
+    def parse(cls, message: str) -> Batch:
+        raw = json.loads(message)
+        changes = [
+            Change(c["position"], c["kind"], c["entity"], c["id"], c["doc"],
+                   c.get("previous_location_id"))
+            for c in raw.get("changes", [])
+        ]
+        return cls(raw.get("from", 0), raw["position"], changes, raw.get("events", []))
+
+
+class SubscriptionClosed(Exception):
+    """The subscription cannot continue; the client should resubscribe."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Subscriber:
+    """A bounded queue of batches for one subscription."""
+
+    def __init__(self, hub: ChangeHub, size: int, heals_gaps: bool) -> None:
+        self._hub = hub
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(size)
+        self.heals_gaps = heals_gaps
+        self.closed: SubscriptionClosed | None = None
+        self._wakeup = asyncio.Event()
+
+    def offer(self, batch: Batch) -> None:
+        if self.closed is not None:
+            return
+        try:
+            self.queue.put_nowait(batch)
+        except asyncio.QueueFull:
+            self.close(SubscriptionClosed(
+                "This subscription fell too far behind and was closed; resubscribe.",
+                "SUBSCRIBER_TOO_SLOW",
+            ))
+        self._wakeup.set()
+
+    def close(self, reason: SubscriptionClosed) -> None:
+        self.closed = reason
+        self._wakeup.set()
+
+    async def next(self) -> Batch:
+        """The next batch; raises SubscriptionClosed once the subscription was closed."""
+        while True:
+            if self.closed is not None:
+                raise self.closed
+            if not self.queue.empty():
+                return self.queue.get_nowait()
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._hub.unsubscribe(self)
+
+
+class ChangeHub:
+    def __init__(self, queue_size: int = 1000) -> None:
+        self._queue_size = queue_size
+        self._subscribers: set[Subscriber] = set()
+        self.position: int | None = None
+        self.listeners: list[Callable[[Batch], None]] = []
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(self, heals_gaps: bool = False) -> Subscriber:
+        """A new subscriber; use it as a context manager so leaving frees it at once."""
+        subscriber = Subscriber(self, self._queue_size, heals_gaps)
+        self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    def publish(self, batch: Batch) -> None:
+        """Deliver a batch; a gap before it first interrupts subscribers that cannot heal it."""
+        if self.position is not None and batch.from_position > self.position:
+            self.interrupt(f"changes between {self.position} and {batch.from_position} were missed")
+        if self.position is not None and batch.position <= self.position:
+            return  # already delivered (a replayed message)
+        self.position = batch.position
+        for listener in self.listeners:
+            listener(batch)
+        for subscriber in list(self._subscribers):
+            subscriber.offer(batch)
+
+    def interrupt(self, why: str) -> None:
+        """Close every subscription that cannot recover a gap by itself."""
+        log.warning("change feed interrupted: %s", why)
+        reason = SubscriptionClosed(
+            "The change feed was interrupted; resubscribe to continue.", "CHANGES_INTERRUPTED"
+        )
+        for subscriber in list(self._subscribers):
+            if not subscriber.heals_gaps:
+                subscriber.close(reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +29,14 @@ class Change:
             "id": self.entity_id, "doc": self.doc,
             "previous_location_id": self.previous_location_id,
         }
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def micros(moment: dt.datetime) -> int:
+    """A UTC instant as integer microseconds: exact as a Redis score (below 2**53)."""
+    return (moment - EPOCH) // dt.timedelta(microseconds=1)
 
 
 def stamp(doc: Doc, event_version: int, recorded_at: str, position: int) -> Doc:

@@ -23,7 +23,7 @@ from redis.exceptions import WatchError
 
 from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
 from app.projections import batch as projection
-from app.projections.documents import Doc, DocKey
+from app.projections.documents import Change, Doc, DocKey, micros
 from app.read_model.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,22 @@ class Projector:
             await listener(self.position)
         return True
 
+    def _record_history(
+        self, pipe: Any, events: list[RecordedEvent], changes: list[Change]
+    ) -> None:
+        """Time-travel history, in the same MULTI as the current state it mirrors."""
+        for change in changes:
+            key: DocKey = (change.entity, change.entity_id)
+            pipe.zadd(
+                self._keys.history(key),
+                {history_member(change.position, change.doc): change.position},
+            )
+            if change.kind == "CREATED":
+                created = {str(change.entity_id): change.position}
+                pipe.zadd(self._keys.created(change.entity), created, nx=True)
+        commits = {f"{e.commit_position:015d}": micros(e.recorded_at) for e in events}
+        pipe.zadd(self._keys.commits, commits)
+
     async def _commit(self, checkpoint: int, events: list[RecordedEvent]) -> None:
         keys = projection.touched(events)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -142,6 +158,7 @@ class Projector:
                 else:
                     pipe.set(redis_key, json.dumps(doc, separators=(",", ":")))
                     pipe.zadd(index, {str(key[1]): key[1]})
+            self._record_history(pipe, events, result.changes)
             position = events[-1].position
             pipe.set(self._keys.checkpoint, position)
             message = {
@@ -152,6 +169,12 @@ class Projector:
             }
             pipe.publish(self._keys.changes_channel, json.dumps(message, separators=(",", ":")))
             await pipe.execute()
+
+
+def history_member(position: int, doc: Doc | None) -> str:
+    """`{position}|{document}`; an empty document marks removal."""
+    body = json.dumps(doc, separators=(",", ":")) if doc is not None else ""
+    return f"{position:015d}|{body}"
 
 
 def event_json(event: RecordedEvent) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from app.projections.documents import Doc
+from app.projections.documents import Doc, Entity, micros
 from app.read_model.keys import Keys
 
 
@@ -20,14 +21,33 @@ class Page:
     total: int
 
 
+# For each history key, its newest member scored at or below ARGV[1] ('' if none): one round trip
+# and one command for any number of entities, each lookup O(log n) in its history's length.
+LATEST_AT = """
+local out = {}
+for i = 1, #KEYS do
+  local hit = redis.call('ZREVRANGEBYSCORE', KEYS[i], ARGV[1], '-inf', 'LIMIT', 0, 1)
+  out[i] = hit[1] or ''
+end
+return out
+"""
+
+
 def _docs(raw: Sequence[Any]) -> list[Doc | None]:
     return [json.loads(item) if item is not None else None for item in raw]
+
+
+def _historic(member: str) -> Doc | None:
+    """A history member `{position}|{document}`; empty: absent (not yet created, or removed)."""
+    _, _, body = member.partition("|")
+    return json.loads(body) if body else None
 
 
 class ReadModel:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self.keys = keys
+        self._latest_at = redis.register_script(LATEST_AT)
 
     async def checkpoint(self) -> int:
         return int(await self._redis.get(self.keys.checkpoint) or 0)
@@ -55,6 +75,36 @@ class ReadModel:
         ids = [int(i) for i in raw_ids]
         docs = [d for d in await self.employees(ids[:first]) if d is not None]
         return Page(docs, len(ids) > first, int(total))
+
+    async def docs_at(self, entity: Entity, ids: Sequence[int], position: int) -> list[Doc | None]:
+        """Each entity's document as it was right after commit `position`."""
+        if not ids:
+            return []
+        keys = [self.keys.history((entity, i)) for i in ids]
+        return [_historic(m) for m in await self._latest_at(keys=keys, args=[position])]
+
+    async def ids_created_by(self, entity: Entity, position: int) -> list[int]:
+        """Ids of every entity of a kind created at or before `position`, in id order."""
+        raw = await self._redis.zrangebyscore(self.keys.created(entity), "-inf", position)
+        return sorted(int(str(i)) for i in raw)
+
+    async def all_locations_at(self, position: int) -> list[Doc]:
+        ids = await self.ids_created_by("location", position)
+        return [d for d in await self.docs_at("location", ids, position) if d is not None]
+
+    async def employee_page_at(self, after_id: int, first: int, position: int) -> Page:
+        """Employees alive right after `position`, with id > after_id, in id order."""
+        ids = await self.ids_created_by("employee", position)
+        alive = [d for d in await self.docs_at("employee", ids, position) if d is not None]
+        rest = [d for d in alive if d["id"] > after_id]
+        return Page(rest[:first], len(rest) > first, len(alive))
+
+    async def position_at(self, moment: dt.datetime) -> int:
+        """The last commit recorded at or before `moment` (0 before the first)."""
+        hit = await self._redis.zrevrangebyscore(
+            self.keys.commits, micros(moment), "-inf", start=0, num=1
+        )
+        return int(str(hit[0])) if hit else 0
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from strawberry.dataloader import DataLoader
 
-from app.projections.documents import Doc
+from app.projections.documents import Doc, Entity
 
 if TYPE_CHECKING:
     from app.bootstrap import Services
@@ -20,6 +20,10 @@ class Context:
     correlation_id: str
     locations: DataLoader[int, Doc | None] = field(init=False)
     employees: DataLoader[int, Doc | None] = field(init=False)
+
+    _historic: dict[tuple[Entity, int], DataLoader[int, Doc | None]] = field(
+        init=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         read_model = self.services.read_model
@@ -33,10 +37,24 @@ class Context:
         self.locations = DataLoader(load_locations)
         self.employees = DataLoader(load_employees)
 
+    def loader(self, entity: Entity, at: int | None) -> DataLoader[int, Doc | None]:
+        """Documents now (`at` None) or right after commit `at`, batched per request."""
+        if at is None:
+            return self.locations if entity == "location" else self.employees
+        if (entity, at) not in self._historic:
+            read_model = self.services.read_model
+
+            async def load(ids: Sequence[int]) -> list[Doc | None]:
+                return await read_model.docs_at(entity, ids, at)
+
+            self._historic[(entity, at)] = DataLoader(load)
+        return self._historic[(entity, at)]
+
     def forget(self) -> None:
         """Drop cached documents (a websocket context outlives many pushed changes)."""
         self.locations.clear_all()
         self.employees.clear_all()
+        self._historic.clear()
 
     def prime(self, docs: Sequence[Doc], loader: DataLoader[int, Doc | None]) -> None:
         """Docs already read by a list query need no second read when nested fields ask again."""

@@ -25,16 +25,14 @@ Info = strawberry.Info[Context, None]
 
 async def read_point(
     info: Info, as_of: dt.datetime | None, at_position: int | None, min_position: int | None
-) -> None:
-    """Check the time-travel arguments and honour `minPosition` (read-your-writes)."""
-    if as_of is not None or at_position is not None:
-        if as_of is not None and at_position is not None:
-            raise ClientError("Give at most one of asOf and atPosition.", "BAD_USER_INPUT")
-        raise ClientError(
-            "Time travel (asOf / atPosition) is not served yet.", "TIME_TRAVEL_UNAVAILABLE"
-        )
+) -> int | None:
+    """The commit to answer at (None: now), after honouring `minPosition` (read-your-writes).
+
+    A point beyond what the read model holds is answered at its newest commit: the state it had
+    after the last event at or before that point. Add `minPosition` to wait for a known write.
+    """
+    services = info.context.services
     if min_position is not None:
-        services = info.context.services
         bound = services.settings.read_model_wait_seconds
         if not await services.waiter.wait_for(min_position, bound):
             raise ClientError(
@@ -42,6 +40,17 @@ async def read_point(
                 "STALE_READ_MODEL",
                 position=services.waiter.position,
             )
+    if as_of is None and at_position is None:
+        return None
+    if as_of is not None and at_position is not None:
+        raise ClientError("Give at most one of asOf and atPosition.", "BAD_USER_INPUT")
+    if as_of is not None:
+        moment = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=dt.UTC)
+        return await services.read_model.position_at(moment)
+    assert at_position is not None
+    if at_position < 0:
+        raise ClientError("atPosition cannot be negative.", "BAD_USER_INPUT")
+    return min(at_position, await services.read_model.checkpoint())
 
 
 def page_size(info: Info, first: int) -> int:
@@ -58,28 +67,29 @@ class Query:
         self, info: Info, id: int, as_of: dt.datetime | None = None,
         at_position: int | None = None, min_position: int | None = None,
     ) -> Location | None:
-        await read_point(info, as_of, at_position, min_position)
-        doc = await info.context.locations.load(id)
-        return Location.from_doc(doc) if doc is not None else None
+        at = await read_point(info, as_of, at_position, min_position)
+        doc = await info.context.loader("location", at).load(id)
+        return Location.from_doc(doc, at) if doc is not None else None
 
     @strawberry.field
     async def locations(
         self, info: Info, as_of: dt.datetime | None = None,
         at_position: int | None = None, min_position: int | None = None,
     ) -> list[Location]:
-        await read_point(info, as_of, at_position, min_position)
-        docs = await info.context.services.read_model.all_locations()
-        info.context.prime(docs, info.context.locations)
-        return [Location.from_doc(doc) for doc in docs]
+        at = await read_point(info, as_of, at_position, min_position)
+        read_model = info.context.services.read_model
+        docs = await (read_model.all_locations() if at is None else read_model.all_locations_at(at))
+        info.context.prime(docs, info.context.loader("location", at))
+        return [Location.from_doc(doc, at) for doc in docs]
 
     @strawberry.field
     async def employee(
         self, info: Info, id: int, as_of: dt.datetime | None = None,
         at_position: int | None = None, min_position: int | None = None,
     ) -> Employee | None:
-        await read_point(info, as_of, at_position, min_position)
-        doc = await info.context.employees.load(id)
-        return Employee.from_doc(doc) if doc is not None else None
+        at = await read_point(info, as_of, at_position, min_position)
+        doc = await info.context.loader("employee", at).load(id)
+        return Employee.from_doc(doc, at) if doc is not None else None
 
     @strawberry.field
     async def employees(
@@ -87,7 +97,7 @@ class Query:
         after: str | None = None, as_of: dt.datetime | None = None,
         at_position: int | None = None, min_position: int | None = None,
     ) -> EmployeeConnection:
-        await read_point(info, as_of, at_position, min_position)
+        at = await read_point(info, as_of, at_position, min_position)
         first = page_size(info, first)
         after_id = 0
         if after is not None:
@@ -96,19 +106,24 @@ class Query:
                 raise ClientError("after is not a cursor this API gave out.", "BAD_USER_INPUT")
             after_id = decoded
         context = info.context
+        read_model = context.services.read_model
         if location_id is None:
-            page = await context.services.read_model.employee_page(after_id, first)
+            page = await (
+                read_model.employee_page(after_id, first) if at is None
+                else read_model.employee_page_at(after_id, first, at)
+            )
             docs, has_next, total = page.docs, page.has_next, page.total
         else:
-            location = await context.locations.load(location_id)
+            location = await context.loader("location", at).load(location_id)
             ids = list(location["employee_ids"]) if location else []
             rest = [i for i in ids if i > after_id]
-            loaded = await context.employees.load_many(rest[:first])
+            loaded = await context.loader("employee", at).load_many(rest[:first])
             docs = [d for d in loaded if d is not None]
             has_next, total = len(rest) > first, len(ids)
-        context.prime(docs, context.employees)
+        context.prime(docs, context.loader("employee", at))
         edges = [
-            EmployeeEdge(cursor=encode_cursor(d["id"]), node=Employee.from_doc(d)) for d in docs
+            EmployeeEdge(cursor=encode_cursor(d["id"]), node=Employee.from_doc(d, at))
+            for d in docs
         ]
         end = edges[-1].cursor if edges else None
         return EmployeeConnection(

@@ -80,7 +80,7 @@ class Subscription:
             yield LocationChange(
                 position=change.position, kind=ChangeKind(change.kind),
                 location_id=change.entity_id,
-                location=Location.from_doc(doc) if doc is not None else None,
+                location=Location.from_doc(doc, change.position) if doc is not None else None,
             )
 
     @strawberry.subscription
@@ -99,7 +99,7 @@ class Subscription:
             yield EmployeeChange(
                 position=change.position, kind=ChangeKind(change.kind),
                 employee_id=change.entity_id,
-                employee=Employee.from_doc(doc) if doc is not None else None,
+                employee=Employee.from_doc(doc, change.position) if doc is not None else None,
             )
 
     @strawberry.subscription

@@ -24,6 +24,8 @@ class Location:
     version: int
     updated_at: dt.datetime
     employee_ids: strawberry.Private[list[int]]
+    at: strawberry.Private[int | None]
+    """The commit this object was read at (None: now); nested fields are read at the same point."""
 
     @strawberry.field
     def employee_count(self) -> int:
@@ -31,16 +33,16 @@ class Location:
 
     @strawberry.field
     async def employees(self, info: strawberry.Info[Context, None]) -> list[Employee]:
-        docs = await info.context.employees.load_many(self.employee_ids)
-        return [Employee.from_doc(doc) for doc in docs if doc is not None]
+        docs = await info.context.loader("employee", self.at).load_many(self.employee_ids)
+        return [Employee.from_doc(doc, self.at) for doc in docs if doc is not None]
 
     @classmethod
-    def from_doc(cls, doc: Doc) -> Location:
+    def from_doc(cls, doc: Doc, at: int | None = None) -> Location:
         return cls(
             id=doc["id"], street_address=doc["street_address"], city=doc["city"],
             state=doc["state"], postal_code=doc["postal_code"], version=doc["version"],
             updated_at=dt.datetime.fromisoformat(doc["updated_at"]),
-            employee_ids=list(doc["employee_ids"]),
+            employee_ids=list(doc["employee_ids"]), at=at,
         )
 
 
@@ -54,19 +56,21 @@ class Employee:
     location_id: int
     version: int
     updated_at: dt.datetime
+    at: strawberry.Private[int | None]
 
     @strawberry.field
     async def location(self, info: strawberry.Info[Context, None]) -> Location | None:
-        doc = await info.context.locations.load(self.location_id)
-        return Location.from_doc(doc) if doc is not None else None
+        doc = await info.context.loader("location", self.at).load(self.location_id)
+        return Location.from_doc(doc, self.at) if doc is not None else None
 
     @classmethod
-    def from_doc(cls, doc: Doc) -> Employee:
+    def from_doc(cls, doc: Doc, at: int | None = None) -> Employee:
         return cls(
             id=doc["id"], first_name=doc["first_name"], last_name=doc["last_name"],
             date_of_birth=dt.date.fromisoformat(doc["date_of_birth"]),
             job_title=doc["job_title"], location_id=doc["location_id"],
             version=doc["version"], updated_at=dt.datetime.fromisoformat(doc["updated_at"]),
+            at=at,
         )
 
 

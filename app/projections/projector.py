@@ -71,6 +71,7 @@ class Projector:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            raise_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
             self._wake.clear()
@@ -96,15 +97,18 @@ class Projector:
         if batch:
             await self._redis.delete(*batch)
 
-    async def catch_up(self) -> None:
-        """Apply everything committed so far."""
-        while await self.step():
+    async def catch_up(self, until: int | None = None) -> None:
+        """Apply everything committed so far (or every commit ending at or before `until`)."""
+        while await self.step(until):
             pass
 
-    async def step(self) -> bool:
+    async def step(self, until: int | None = None) -> bool:
         """Apply the next batch; False once there was nothing left to apply."""
+        raise_if_cancelled()
         checkpoint = int(await self._redis.get(self._keys.checkpoint) or 0)
         events = await self._store.read_batch(checkpoint, self._batch_size)
+        if until is not None:
+            events = [e for e in events if e.commit_position <= until]
         if not events:
             self.position = checkpoint
             return False
@@ -169,6 +173,18 @@ class Projector:
             }
             pipe.publish(self._keys.changes_channel, json.dumps(message, separators=(",", ":")))
             await pipe.execute()
+
+
+def raise_if_cancelled() -> None:
+    """Stop if this task was asked to, even when a cancellation was swallowed below us.
+
+    On Python 3.11 `asyncio.wait_for` (redis-py sends every command through it) returns normally
+    when a cancellation races a finished operation; `run()` would then go on forever and any
+    shutdown awaiting the cancelled task would hang.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def history_member(position: int, doc: Doc | None) -> str:

@@ -1,8 +1,9 @@
-"""Time travel: every query at a past point equals a fresh projection of the log up to that point."""
+"""Time travel: every query at a past point equals a fresh projection of the log up to it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import tempfile
 import uuid
@@ -66,10 +67,8 @@ async def run(services: Services, command: Any) -> None:
         c.ChangeEmployeeJobTitle: services.handlers.change_employee_job_title,
         c.TerminateEmployee: services.handlers.terminate_employee,
     }[type(command)]
-    try:
+    with contextlib.suppress(DomainError):  # refused commands are part of a random history
         await handler(command, CTX)
-    except DomainError:
-        pass
 
 
 async def answer(services: Services, variables: dict[str, Any]) -> dict[str, Any]:
@@ -135,10 +134,13 @@ async def check_timestamps(services: Services, log: list[Any], commit_ends: list
         on = await answer(services, {"asOf": moment.isoformat()})
         assert on == await answer(services, {"at": same})
         just_before = (moment - dt.timedelta(microseconds=1)).isoformat()
-        assert await answer(services, {"asOf": just_before}) == await answer(services, {"at": before})
+        earlier = await answer(services, {"asOf": just_before})
+        assert earlier == await answer(services, {"at": before})
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(history=commands, points=st.lists(st.floats(0, 1), min_size=1, max_size=3))
 def test_every_query_at_a_point_equals_a_projection_up_to_it(
     valkey_server: ValkeyServer, history: list[Any], points: list[float]

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -126,22 +127,6 @@ class Projector:
             await listener(self.position)
         return True
 
-    def _record_history(
-        self, pipe: Any, events: list[RecordedEvent], changes: list[Change]
-    ) -> None:
-        """Time-travel history, in the same MULTI as the current state it mirrors."""
-        for change in changes:
-            key: DocKey = (change.entity, change.entity_id)
-            pipe.zadd(
-                self._keys.history(key),
-                {history_member(change.position, change.doc): change.position},
-            )
-            if change.kind == "CREATED":
-                created = {str(change.entity_id): change.position}
-                pipe.zadd(self._keys.created(change.entity), created, nx=True)
-        commits = {f"{e.commit_position:015d}": micros(e.recorded_at) for e in events}
-        pipe.zadd(self._keys.commits, commits)
-
     async def _commit(self, checkpoint: int, events: list[RecordedEvent]) -> None:
         keys = projection.touched(events)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -154,15 +139,7 @@ class Projector:
             }
             result = projection.apply(events, before)
             pipe.multi()  # type: ignore[no-untyped-call]
-            for key, doc in result.docs.items():
-                redis_key, index = self._keys.doc(key), self._keys.index(key[0])
-                if doc is None:
-                    pipe.delete(redis_key)
-                    pipe.zrem(index, key[1])
-                else:
-                    pipe.set(redis_key, json.dumps(doc, separators=(",", ":")))
-                    pipe.zadd(index, {str(key[1]): key[1]})
-            self._record_history(pipe, events, result.changes)
+            self._write(pipe, result.docs, result.changes, events)
             position = events[-1].position
             pipe.set(self._keys.checkpoint, position)
             message = {
@@ -171,8 +148,61 @@ class Projector:
                 "changes": [c.to_json() for c in result.changes],
                 "events": [event_json(e) for e in events],
             }
-            pipe.publish(self._keys.changes_channel, json.dumps(message, separators=(",", ":")))
+            pipe.publish(self._keys.changes_channel, compact(message))
             await pipe.execute()
+
+    def _write(
+        self,
+        pipe: Any,
+        docs: dict[DocKey, Doc | None],
+        changes: list[Change],
+        events: list[RecordedEvent],
+    ) -> None:
+        """Current state, indexes and time-travel history, a few commands per batch."""
+        current = {self._keys.doc(k): compact(d) for k, d in docs.items() if d is not None}
+        gone = [self._keys.doc(k) for k, d in docs.items() if d is None]
+        live: dict[str, dict[str, int]] = defaultdict(dict)
+        dead: dict[str, list[int]] = defaultdict(list)
+        for (entity, entity_id), doc in docs.items():
+            if doc is None:
+                dead[self._keys.index(entity)].append(entity_id)
+            else:
+                live[self._keys.index(entity)][str(entity_id)] = entity_id
+        history: dict[str, dict[str, int]] = defaultdict(dict)
+        created: dict[str, dict[str, int]] = defaultdict(dict)
+        for change in changes:
+            key: DocKey = (change.entity, change.entity_id)
+            body = compact(change.doc) if change.doc is not None else ""
+            history[self._keys.history(key)][f"{change.position:015d}|{body}"] = change.position
+            if change.kind == "CREATED":
+                created[self._keys.created(change.entity)][str(change.entity_id)] = change.position
+        if current:
+            pipe.mset(current)
+        if gone:
+            pipe.delete(*gone)
+        for index, members in live.items():
+            pipe.zadd(index, members)
+        for index, ids in dead.items():
+            pipe.zrem(index, *ids)
+        for history_key, entries in history.items():
+            pipe.zadd(history_key, entries)
+        for created_key, entries in created.items():
+            pipe.zadd(created_key, entries, nx=True)
+        pipe.zadd(self._keys.commits, {f"{e.commit_position:015d}": micros(e.recorded_at)
+                                       for e in events})
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def event_json(event: RecordedEvent) -> dict[str, Any]:
+    """An event as subscribers of the `events` feed receive it."""
+    return {
+        "position": event.position, "stream_id": event.stream_id, "version": event.version,
+        "type": event.type, "data": event.data, "recorded_at": event.recorded_at.isoformat(),
+        "correlation_id": event.metadata.get("correlation_id"),
+    }
 
 
 def raise_if_cancelled() -> None:
@@ -185,18 +215,3 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def history_member(position: int, doc: Doc | None) -> str:
-    """`{position}|{document}`; an empty document marks removal."""
-    body = json.dumps(doc, separators=(",", ":")) if doc is not None else ""
-    return f"{position:015d}|{body}"
-
-
-def event_json(event: RecordedEvent) -> dict[str, Any]:
-    """An event as subscribers of the `events` feed receive it."""
-    return {
-        "position": event.position, "stream_id": event.stream_id, "version": event.version,
-        "type": event.type, "data": event.data, "recorded_at": event.recorded_at.isoformat(),
-        "correlation_id": event.metadata.get("correlation_id"),
-    }

@@ -65,6 +65,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         uvicorn.run(
             "app.main:create_app", factory=True, host=args.host, port=args.port,
             workers=args.workers, log_config=None, ws="websockets-sansio",
+            ws_per_message_deflate=False,  # zlib state is ~70 KiB per socket; changes are small
         )
     finally:
         if embedded is not None:

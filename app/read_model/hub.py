@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,23 +52,28 @@ class SubscriptionClosed(Exception):
 class Subscriber:
     """A bounded queue of batches for one subscription."""
 
-    def __init__(self, hub: ChangeHub, size: int, heals_gaps: bool) -> None:
+    def __init__(
+        self, hub: ChangeHub, size: int, heals_gaps: bool, wants: Callable[[Batch], bool]
+    ) -> None:
         self._hub = hub
-        self.queue: asyncio.Queue[Batch] = asyncio.Queue(size)
+        self._size = size
+        self.queue: deque[Batch] = deque()
         self.heals_gaps = heals_gaps
+        self.wants = wants
         self.closed: SubscriptionClosed | None = None
         self._wakeup = asyncio.Event()
 
     def offer(self, batch: Batch) -> None:
-        if self.closed is not None:
+        if self.closed is not None or not self.wants(batch):
             return
-        try:
-            self.queue.put_nowait(batch)
-        except asyncio.QueueFull:
+        if len(self.queue) >= self._size:
+            self.queue.clear()  # its memory goes now, not when the client finally reads
             self.close(SubscriptionClosed(
                 "This subscription fell too far behind and was closed; resubscribe.",
                 "SUBSCRIBER_TOO_SLOW",
             ))
+        else:
+            self.queue.append(batch)
         self._wakeup.set()
 
     def close(self, reason: SubscriptionClosed) -> None:
@@ -79,8 +85,8 @@ class Subscriber:
         while True:
             if self.closed is not None:
                 raise self.closed
-            if not self.queue.empty():
-                return self.queue.get_nowait()
+            if self.queue:
+                return self.queue.popleft()
             self._wakeup.clear()
             await self._wakeup.wait()
 
@@ -101,9 +107,14 @@ class ChangeHub:
     def __len__(self) -> int:
         return len(self._subscribers)
 
-    def subscribe(self, heals_gaps: bool = False) -> Subscriber:
-        """A new subscriber; use it as a context manager so leaving frees it at once."""
-        subscriber = Subscriber(self, self._queue_size, heals_gaps)
+    def subscribe(
+        self, heals_gaps: bool = False, wants: Callable[[Batch], bool] = lambda _batch: True
+    ) -> Subscriber:
+        """A new subscriber of the batches it `wants` (filtered here, so others cost nothing).
+
+        Use it as a context manager: leaving frees it at once.
+        """
+        subscriber = Subscriber(self, self._queue_size, heals_gaps, wants)
         self._subscribers.add(subscriber)
         return subscriber
 

@@ -9,7 +9,7 @@ from typing import Any
 import strawberry
 
 from app.projections.documents import Change
-from app.read_model.hub import Subscriber, SubscriptionClosed
+from app.read_model.hub import Batch, Subscriber, SubscriptionClosed
 from app.schema.context import Context
 from app.schema.errors import ClientError
 from app.schema.types import Employee, Event, Location
@@ -45,7 +45,10 @@ async def changes(
     info: Info, wanted: Callable[[Change], bool]
 ) -> AsyncGenerator[Change, None]:
     """Matching changes of every batch the hub delivers, until the subscription is closed."""
-    with info.context.services.hub.subscribe() as subscriber:
+    def relevant(batch: Batch) -> bool:
+        return any(wanted(change) for change in batch.changes)
+
+    with info.context.services.hub.subscribe(wants=relevant) as subscriber:
         while True:
             batch = await _next(subscriber)
             info.context.forget()  # nested fields must not be answered from an older cache

@@ -1,0 +1,64 @@
+"""Starts `python -m app serve` in a fresh directory for a benchmark, and stops it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+@dataclass
+class Server:
+    url: str
+    ws_url: str
+    process: subprocess.Popen[bytes]
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server process."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running(extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[Server]:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        env = {**os.environ, "VAR_DIR": tmp, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/events.db",
+               "LOG_LEVEL": "WARNING", **(extra_env or {})}
+        env.pop("REDIS_URL", None) if "REDIS_URL" not in (extra_env or {}) else None
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port), *args], env=env
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/readyz").status_code == 200:
+                        break
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the server did not become ready")
+                time.sleep(0.1)
+            yield Server(f"{url}/graphql", f"ws://127.0.0.1:{port}/graphql", process)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()

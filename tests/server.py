@@ -1,0 +1,166 @@
+"""Runs the real service (`python -m app serve`) in a subprocess for end-to-end tests.
+
+The server gets its own VAR_DIR and SQLite file in a temporary directory; without a REDIS_URL it
+starts its embedded Valkey there. It is stopped the way an operator stops it (SIGTERM), and the
+helper checks that it really exited and took its embedded Valkey with it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 20.0
+
+# Settings the parent environment might carry that must not leak into a test server.
+_APP_SETTINGS = (
+    "DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "VAR_DIR", "READ_MODEL_WAIT_SECONDS",
+    "COMMAND_MAX_RETRIES", "PROJECTOR_BATCH_SIZE", "PROJECTOR_POLL_SECONDS", "SNAPSHOT_EVERY",
+    "RUN_PROJECTOR", "LOG_LEVEL", "LOG_JSON", "MAX_PAGE_SIZE",
+)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (bind to port 0 and let the kernel choose)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def app_env(
+    work_dir: Path, redis_url: str | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of an app process whose state lives entirely under `work_dir`."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in _APP_SETTINGS}
+    env["VAR_DIR"] = str(work_dir / "var")
+    env["DATABASE_URL"] = f"sqlite+aiosqlite:///{work_dir / 'events.db'}"
+    env["LOG_JSON"] = "true"
+    env["PYTHONUNBUFFERED"] = "1"
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    work_dir: Path
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def graphql_url(self) -> str:
+        return f"{self.base_url}/graphql"
+
+    @property
+    def embedded_valkey_info(self) -> Path:
+        return self.work_dir / "var" / "valkey" / "server.json"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def start_server(
+    work_dir: Path, redis_url: str | None = None, extra_env: Mapping[str, str] | None = None
+) -> RunningServer:
+    """Start `python -m app serve` and return once /healthz and /readyz both answer 200."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = work_dir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=work_dir,  # no stray .env, and any relative path lands in the temporary directory
+            env=app_env(work_dir, redis_url, extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C aimed at pytest does not hit the server first
+        )
+    server = RunningServer(process, port, work_dir, log_path)
+    try:
+        _wait_until_ready(server)
+    except BaseException:
+        stop_server(server, check=False)
+        raise
+    return server
+
+
+def _wait_until_ready(server: RunningServer) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    pending = ["/healthz", "/readyz"]
+    with httpx.Client(base_url=server.base_url, timeout=2.0) as client:
+        while pending:
+            if server.process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {server.process.returncode} during start-up:\n"
+                    f"{server.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"server not ready within {START_TIMEOUT_SECONDS}s (waiting for "
+                    f"{pending[0]}):\n{server.log_tail()}"
+                )
+            try:
+                if client.get(pending[0]).status_code == 200:
+                    pending.pop(0)
+                    continue
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)  # polling interval while the process boots, not an assertion
+
+
+def stop_server(server: RunningServer, check: bool = True) -> None:
+    """SIGTERM, wait, and (when `check`) assert a clean exit that also stopped embedded Valkey."""
+    process = server.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # its own session: only the server and children
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        if check:
+            raise AssertionError(
+                f"server ignored SIGTERM for {STOP_TIMEOUT_SECONDS}s and was killed:\n"
+                f"{server.log_tail()}"
+            ) from None
+        return
+    if not check:
+        return
+    assert process.returncode == 0, (
+        f"server exited with {process.returncode} after SIGTERM:\n{server.log_tail()}"
+    )
+    assert not server.embedded_valkey_info.exists(), (
+        "the embedded Valkey was not stopped with the server"
+    )
+
+
+@contextmanager
+def running_server(
+    work_dir: Path, redis_url: str | None = None, extra_env: Mapping[str, str] | None = None
+) -> Iterator[RunningServer]:
+    server = start_server(work_dir, redis_url, extra_env)
+    try:
+        yield server
+    finally:
+        stop_server(server)

@@ -1,0 +1,98 @@
+"""The command line, run as an operator runs it: `python -m app …` in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import graphql
+
+from tests.server import app_env
+
+TIMEOUT_SECONDS = 120
+
+
+def run_cli(work_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m app <args>` with all its state under `work_dir`; fails the test on timeout."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=work_dir, env=app_env(work_dir), capture_output=True, text=True,
+        timeout=TIMEOUT_SECONDS, check=False,
+    )
+    assert result.returncode == 0, (
+        f"python -m app {' '.join(args)} exited with {result.returncode}:\n"
+        f"{result.stdout}\n{result.stderr}"
+    )
+    return result
+
+
+def test_export_schema_prints_the_contract_sdl_and_touches_nothing(tmp_path: Path) -> None:
+    sdl = run_cli(tmp_path, "export-schema").stdout
+
+    for line in (
+        "type Query {",
+        "type Mutation {",
+        "type Subscription {",
+        "interface Error {",
+        "  createLocation(input: CreateLocationInput!): CreateLocationResult!",
+        "  createEmployee(input: CreateEmployeeInput!): CreateEmployeeResult!",
+        "  assignEmployeeToLocation(input: AssignEmployeeToLocationInput!): "
+        "AssignEmployeeToLocationResult!",
+        "  changeEmployeeJobTitle(input: ChangeEmployeeJobTitleInput!): "
+        "ChangeEmployeeJobTitleResult!",
+        "  terminateEmployee(input: TerminateEmployeeInput!): TerminateEmployeeResult!",
+        "  projectionStatus: ProjectionStatus!",
+        "union CreateLocationResult = LocationPayload | ValidationError | AlreadyExistsError",
+        "union CreateEmployeeResult = EmployeePayload | ValidationError | AlreadyExistsError | "
+        "NotFoundError",
+        "union AssignEmployeeToLocationResult = EmployeePayload | ValidationError | "
+        "NotFoundError | RuleViolationError | ConflictError",
+        "union ChangeEmployeeJobTitleResult = EmployeePayload | ValidationError | NotFoundError "
+        "| ConflictError",
+        "union TerminateEmployeeResult = TerminatePayload | NotFoundError | ConflictError",
+    ):
+        assert line in sdl.splitlines(), f"missing from the SDL: {line!r}"
+
+    # It is valid SDL, and the types of the contract's fields are exactly as designed.
+    schema = graphql.build_schema(sdl)
+    query = schema.query_type
+    assert query is not None
+    shapes = {name: str(field.type) for name, field in query.fields.items()}
+    assert shapes == {
+        "location": "Location", "locations": "[Location!]!", "employee": "Employee",
+        "employees": "EmployeeConnection!", "events": "[Event!]!",
+        "projectionStatus": "ProjectionStatus!",
+    }
+    location = schema.get_type("Location")
+    assert isinstance(location, graphql.GraphQLObjectType)
+    assert {name: str(f.type) for name, f in location.fields.items()} == {
+        "id": "Int!", "streetAddress": "String!", "city": "String!", "state": "String!",
+        "postalCode": "String!", "employees": "[Employee!]!", "employeeCount": "Int!",
+        "version": "Int!", "updatedAt": "DateTime!",
+    }
+    errors = schema.get_type("ConflictError")
+    assert isinstance(errors, graphql.GraphQLObjectType)
+    assert [i.name for i in errors.interfaces] == ["Error"]
+    assert {name: str(f.type) for name, f in errors.fields.items()} == {
+        "message": "String!", "code": "String!", "expectedVersion": "Int", "actualVersion": "Int",
+    }
+
+    assert list(tmp_path.iterdir()) == [], "export-schema must not create a database or var/"
+
+
+def test_seed_demo_then_status_reports_the_head_and_no_lag(tmp_path: Path) -> None:
+    seeded = run_cli(tmp_path, "seed-demo", "--locations", "3", "--employees", "10")
+    assert "13/13" in seeded.stderr  # progress: 3 locations + 10 employees
+    assert "skipped" not in seeded.stderr
+
+    status = run_cli(tmp_path, "status")
+    # 3 LocationCreated + 10 * (EmployeeCreated + EmployeeAssignedToLocation) = 23 events.
+    assert status.stdout.splitlines() == [
+        "projected position: 23",
+        "event store head:   23",
+        "lag:                0",
+    ]
+    assert not (tmp_path / "var" / "valkey" / "server.json").exists(), (
+        "a CLI command left its embedded Valkey running"
+    )

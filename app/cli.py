@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -80,8 +81,17 @@ def _exit_after_shutdown(_signum: int, _frame: object) -> None:
 async def _project(settings: Settings, _args: argparse.Namespace) -> int:
     from app.bootstrap import bootstrap, run_projector_alone
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     async with bootstrap(settings, run_projector=False, follow=False) as services:
-        await run_projector_alone(services)
+        work = asyncio.create_task(run_projector_alone(services))
+        await asyncio.wait([work, asyncio.create_task(stop.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        work.cancel()  # a clean exit: the embedded Valkey (if any) is stopped on the way out
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
     return 0
 
 

@@ -7,6 +7,7 @@ import logging
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.types import ExecutionContext
 
 from app.observability import correlation_id
 from app.schema.mutations import Mutation
@@ -37,8 +38,20 @@ class MaskUnexpectedErrors(MaskErrors):
         )
 
 
-def build_schema() -> strawberry.Schema:
-    return strawberry.Schema(
+class Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Client errors are the client's business: no tracebacks in the operator's log.
+
+        Unexpected errors were already logged, with their traceback, when they were masked.
+        """
+        for error in errors:
+            log.info("client error: %s (%s)", error.message, (error.extensions or {}).get("code"))
+
+
+def build_schema() -> Schema:
+    return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

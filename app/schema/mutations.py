@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -12,6 +13,7 @@ import strawberry
 from app.domain import commands as c
 from app.domain.errors import DomainError
 from app.event_store.base import StoreUnavailable
+from app.observability import COMMANDS
 from app.projections import batch
 from app.projections.documents import Doc, DocKey
 from app.schema.context import Context
@@ -126,9 +128,12 @@ async def execute(
     """Run a command; a domain error becomes its union member, success waits for projection."""
     services = info.context.services
     ctx = CommandContext(info.context.correlation_id, idempotency_key=idempotency_key)
+    started, outcome = time.perf_counter(), "error"
     try:
         result = await handler(command, ctx)
+        outcome = "replayed" if result.replayed else "ok"
     except DomainError as error:
+        outcome = error.code
         return to_graphql(error, allowed)
     except StoreUnavailable as error:
         log.error("event store unavailable: %s", error)
@@ -136,6 +141,8 @@ async def execute(
             "The event store is unavailable; nothing was written. Try again later.",
             "STORE_UNAVAILABLE",
         ) from error
+    finally:
+        COMMANDS.labels(type(command).__name__, outcome).observe(time.perf_counter() - started)
     bound = services.settings.read_model_wait_seconds
     if not await services.waiter.wait_for(result.position, bound):
         log.warning("read model did not reach %d within %ss", result.position, bound)

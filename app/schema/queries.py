@@ -53,7 +53,9 @@ async def read_point(
     return min(at_position, await services.read_model.checkpoint())
 
 
-def page_size(info: Info, first: int) -> int:
+def page_size(info: Info, first: int | None, default: int) -> int:
+    """`first` within 0..MAX_PAGE_SIZE; null means the default."""
+    first = default if first is None else first
     limit = info.context.services.settings.max_page_size
     if not 0 <= first <= limit:
         raise ClientError(f"first must be between 0 and {limit}.", "BAD_USER_INPUT")
@@ -93,12 +95,12 @@ class Query:
 
     @strawberry.field
     async def employees(
-        self, info: Info, location_id: int | None = None, first: int = 50,
+        self, info: Info, location_id: int | None = None, first: int | None = 50,
         after: str | None = None, as_of: dt.datetime | None = None,
         at_position: int | None = None, min_position: int | None = None,
     ) -> EmployeeConnection:
         at = await read_point(info, as_of, at_position, min_position)
-        first = page_size(info, first)
+        first = page_size(info, first, 50)
         after_id = 0
         if after is not None:
             decoded = decode_cursor(after)
@@ -133,10 +135,11 @@ class Query:
 
     @strawberry.field
     async def events(
-        self, info: Info, after: int = 0, first: int = 100, stream_id: str | None = None
+        self, info: Info, after: int | None = 0, first: int | None = 100,
+        stream_id: str | None = None,
     ) -> list[Event]:
-        first = page_size(info, first)
-        recorded = await info.context.services.store.read_all(after, first, stream_id)
+        first = page_size(info, first, 100)
+        recorded = await info.context.services.store.read_all(after or 0, first, stream_id)
         return [Event.from_recorded(e) for e in recorded]
 
     @strawberry.field

@@ -126,8 +126,7 @@ def _wire(services: Services, run_projector: bool) -> None:
         APPENDS.inc()
         if run_projector:
             projector.wake(position)
-        else:
-            services.spawn(_publish(services.redis, keys.appended_channel, position), "notify")
+        services.spawn(_announce(services, position, notify=not run_projector), "announce")
 
     services.store.on_append(appended)
     services.spawn(listen(services.redis, keys.changes_channel, on_changes, resync), "changes")
@@ -150,8 +149,11 @@ async def run_projector_alone(services: Services) -> None:
     await services.projector.run()
 
 
-async def _publish(redis: Redis, channel: str, position: int) -> None:
-    await redis.publish(channel, position)
+async def _announce(services: Services, position: int, notify: bool) -> None:
+    """Tell Redis the store's new head; wake a projector in another process if there is one."""
+    await services.read_model.note_head(position)
+    if notify:
+        await services.redis.publish(services.read_model.keys.appended_channel, position)
 
 
 async def _cancel_all(services: Services) -> None:

@@ -20,6 +20,7 @@ class Keys:
         self.changes_channel = f"{prefix}:changes"
         self.appended_channel = f"{prefix}:appended"
         self.commits = f"{prefix}:commits"
+        self.head = f"{prefix}:head"
 
     def doc(self, key: DocKey) -> str:
         return f"{self.prefix}:{key[0]}:{key[1]}"

@@ -33,6 +33,14 @@ return out
 """
 
 
+# SET key to ARGV[1] unless it already holds a larger number (writers report out of order).
+RAISE_TO = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
 def _docs(raw: Sequence[Any]) -> list[Doc | None]:
     return [json.loads(item) if item is not None else None for item in raw]
 
@@ -48,9 +56,19 @@ class ReadModel:
         self._redis = redis
         self.keys = keys
         self._latest_at = redis.register_script(LATEST_AT)
+        self._raise_to = redis.register_script(RAISE_TO)
 
     async def checkpoint(self) -> int:
         return int(await self._redis.get(self.keys.checkpoint) or 0)
+
+    async def note_head(self, position: int) -> None:
+        """Record that the event store has reached `position` (for status without SQL)."""
+        await self._raise_to(keys=[self.keys.head], args=[position])
+
+    async def head(self) -> int:
+        """The newest appended position any writer reported (at least the checkpoint)."""
+        checkpoint, head = await self._redis.mget([self.keys.checkpoint, self.keys.head])
+        return max(int(checkpoint or 0), int(head or 0))
 
     async def locations(self, ids: Sequence[int]) -> list[Doc | None]:
         if not ids:

@@ -146,7 +146,7 @@ class Query:
     async def projection_status(self, info: Info) -> ProjectionStatus:
         services = info.context.services
         position = await services.read_model.checkpoint()
-        head = await services.store.head_position()
+        head = await services.read_model.head()
         return ProjectionStatus(
             position=position, head_position=head, lag=max(head - position, 0), rebuilding=False
         )

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -20,7 +21,7 @@ from strawberry.http import GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
 
 from app.bootstrap import Services, bootstrap
-from app.observability import correlation_id, new_correlation_id
+from app.observability import WEBSOCKETS, correlation_id, new_correlation_id
 from app.schema import build_schema
 from app.schema.context import Context
 from app.settings import Settings
@@ -91,7 +92,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         """The schema's ASGI app, which exists once the lifespan has built the services."""
 
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            await holder["graphql"](scope, receive, send)
+            if scope["type"] != "websocket":
+                await holder["graphql"](scope, receive, send)
+                return
+            WEBSOCKETS.inc()
+            try:
+                await holder["graphql"](scope, receive, send)
+            finally:
+                WEBSOCKETS.dec()
 
     graphql = GraphQLEndpoint()
 
@@ -126,5 +134,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    if settings.spa_dir.is_dir():  # the built frontend-example at /, after every other route
+        app.mount("/", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
     app.add_middleware(CorrelationId)
     return app

@@ -22,6 +22,8 @@ PROJECTION_BATCH = Histogram(
     buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000),
 )
 APPENDS = Counter("cqrs_appends_total", "Appends committed by this process")
+SUBSCRIBERS = Gauge("cqrs_subscribers", "Subscriptions this process is feeding right now")
+WEBSOCKETS = Gauge("cqrs_websocket_connections", "Open websocket connections of this process")
 
 
 def new_correlation_id() -> str:

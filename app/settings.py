@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     max_page_size: int = 500
     subscription_queue_size: int = 1000
+    spa_dir: Path = Path(__file__).resolve().parent.parent / "frontend-example" / "dist"
+    """The built frontend-example SPA, served at `/` by `serve` when this folder exists."""
 
     def sqlite_path(self) -> Path | None:
         """The SQLite file of `database_url`, if it names one."""

@@ -13,13 +13,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
 
@@ -27,7 +28,7 @@ STOP_TIMEOUT_SECONDS = 20.0
 _APP_SETTINGS = (
     "DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "VAR_DIR", "READ_MODEL_WAIT_SECONDS",
     "COMMAND_MAX_RETRIES", "PROJECTOR_BATCH_SIZE", "PROJECTOR_POLL_SECONDS", "SNAPSHOT_EVERY",
-    "RUN_PROJECTOR", "LOG_LEVEL", "LOG_JSON", "MAX_PAGE_SIZE",
+    "RUN_PROJECTOR", "LOG_LEVEL", "LOG_JSON", "MAX_PAGE_SIZE", "SUBSCRIPTION_QUEUE_SIZE",
 )
 
 
@@ -47,6 +48,10 @@ def app_env(
     env["DATABASE_URL"] = f"sqlite+aiosqlite:///{work_dir / 'events.db'}"
     env["LOG_JSON"] = "true"
     env["PYTHONUNBUFFERED"] = "1"
+    # The checkout under test, whatever `pip install -e` last pointed the `app` package at.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+    )
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
     env.update(extra or {})
@@ -72,6 +77,10 @@ class RunningServer:
     def embedded_valkey_info(self) -> Path:
         return self.work_dir / "var" / "valkey" / "server.json"
 
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -79,23 +88,42 @@ class RunningServer:
             return "<no log>"
         return "\n".join(text.splitlines()[-lines:])
 
+    def rss_bytes(self) -> int:
+        """The server process's resident set size (Linux /proc), in bytes."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc status")
 
-def start_server(
-    work_dir: Path, redis_url: str | None = None, extra_env: Mapping[str, str] | None = None
-) -> RunningServer:
-    """Start `python -m app serve` and return once /healthz and /readyz both answer 200."""
+
+def _spawn(
+    work_dir: Path, args: Sequence[str], log_path: Path, redis_url: str | None,
+    extra_env: Mapping[str, str] | None,
+) -> subprocess.Popen[bytes]:
     work_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = work_dir / "server.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        return subprocess.Popen(
+            [sys.executable, "-m", "app", *args],
             cwd=work_dir,  # no stray .env, and any relative path lands in the temporary directory
             env=app_env(work_dir, redis_url, extra_env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C aimed at pytest does not hit the server first
         )
+
+
+def start_server(
+    work_dir: Path, redis_url: str | None = None, extra_env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> RunningServer:
+    """Start `python -m app serve` and return once /healthz and /readyz both answer 200.
+
+    `extra_args` go to `serve` (for example `--no-projector`).
+    """
+    port = free_port()
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    log_path = work_dir / "server.log"
+    process = _spawn(work_dir, args, log_path, redis_url, extra_env)
     server = RunningServer(process, port, work_dir, log_path)
     try:
         _wait_until_ready(server)
@@ -157,10 +185,52 @@ def stop_server(server: RunningServer, check: bool = True) -> None:
 
 @contextmanager
 def running_server(
-    work_dir: Path, redis_url: str | None = None, extra_env: Mapping[str, str] | None = None
+    work_dir: Path, redis_url: str | None = None, extra_env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[RunningServer]:
-    server = start_server(work_dir, redis_url, extra_env)
+    server = start_server(work_dir, redis_url, extra_env, extra_args)
     try:
         yield server
     finally:
         stop_server(server)
+
+
+@dataclass
+class RunningProjector:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@contextmanager
+def running_projector(
+    work_dir: Path, redis_url: str, extra_env: Mapping[str, str] | None = None
+) -> Iterator[RunningProjector]:
+    """`python -m app project` (the projector alone) against an external Redis.
+
+    It serves nothing, so there is no readiness to wait for: callers observe its progress
+    through an API process (for example with `minPosition`). Stopped with SIGTERM (or SIGKILL
+    after STOP_TIMEOUT_SECONDS); it must not have died before that.
+    """
+    log_path = work_dir / "projector.log"
+    process = _spawn(work_dir, ["project"], log_path, redis_url, extra_env)
+    projector = RunningProjector(process, log_path)
+    try:
+        yield projector
+        assert process.poll() is None, (
+            f"the projector died with {process.returncode}:\n{projector.log_tail()}"
+        )
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)

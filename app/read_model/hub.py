@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.observability import SUBSCRIBERS
 from app.projections.documents import Change
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,13 @@ class ChangeHub:
         """
         subscriber = Subscriber(self, self._queue_size, heals_gaps, wants)
         self._subscribers.add(subscriber)
+        SUBSCRIBERS.inc()
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.discard(subscriber)
+        if subscriber in self._subscribers:
+            self._subscribers.discard(subscriber)
+            SUBSCRIBERS.dec()
 
     def publish(self, batch: Batch) -> None:
         """Deliver a batch; a gap before it first interrupts subscribers that cannot heal it."""

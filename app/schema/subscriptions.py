@@ -135,6 +135,8 @@ class Subscription:
                     for recorded in await services.store.read_all(
                         last, batch.from_position - last, stream_id
                     ):
+                        if recorded.position > batch.from_position:
+                            break  # the batch itself (or later) brings it: no duplicate
                         if kinds is None or recorded.type in kinds:
                             yield Event.from_recorded(recorded)
                     last = batch.from_position

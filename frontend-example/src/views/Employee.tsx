@@ -1,0 +1,253 @@
+import type { JSX } from 'preact';
+import { useState } from 'preact/hooks';
+import {
+  ASSIGN_EMPLOYEE,
+  CHANGE_TITLE,
+  EMPLOYEE_PAGE,
+  TERMINATE,
+  mutate,
+  type EmployeeDetail,
+  type EmployeePageData,
+  type EmployeePayload,
+  type LocationOption,
+  type TerminatePayload,
+} from '../api';
+import { FormStatus, SelectField, TextField, useForm } from '../fields';
+import { age, eventSummary, eventTitle, formatDate, formatDateTime } from '../format';
+import { href, navigate } from '../router';
+import { Card, Empty, ErrorBanner, PageTitle, ReadOnlyNote, Skeleton } from '../ui';
+import { useQuery } from '../useQuery';
+import type { ViewProps } from './types';
+
+export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & { id: number }): JSX.Element {
+  const { data, error } = useQuery<EmployeePageData>(EMPLOYEE_PAGE, { id, at, stream: `employee-${id}` }, refresh);
+  const employee = data?.employee;
+  const crumbs = (
+    <nav aria-label="Breadcrumb" class="breadcrumbs">
+      <a href={href.locations}>Locations</a> <span aria-hidden="true">/</span>{' '}
+      {employee?.location ? (
+        <>
+          <a href={href.location(employee.location.id)}>{employee.location.city}</a> <span aria-hidden="true">/</span>{' '}
+        </>
+      ) : null}
+      <span>Employee #{id}</span>
+    </nav>
+  );
+
+  if (!data) {
+    return (
+      <>
+        <PageTitle eyebrow={crumbs}>Employee #{id}</PageTitle>
+        {error ? <ErrorBanner>Could not load employee #{id}: {error}</ErrorBanner> : <Skeleton rows={4} />}
+      </>
+    );
+  }
+  const history = data.events.filter((e) => at === null || e.position <= at);
+  const cityOf = (locationId: number): string | undefined => data.locations.find((l) => l.id === locationId)?.city;
+
+  return (
+    <>
+      <PageTitle eyebrow={crumbs}>{employee ? `${employee.firstName} ${employee.lastName}` : `Employee #${id}`}</PageTitle>
+      {error && <ErrorBanner>{error}</ErrorBanner>}
+      {employee ? (
+        <>
+          <p class="lede">
+            {employee.jobTitle} at{' '}
+            {employee.location ? <a href={href.location(employee.location.id)}>{employee.location.city}</a> : `location #${employee.locationId}`}
+          </p>
+          <dl class="facts" id="employee-facts">
+            <div>
+              <dt>Location</dt>
+              <dd id="employee-location">{employee.location ? employee.location.city : `#${employee.locationId}`}</dd>
+            </div>
+            <div>
+              <dt>Job title</dt>
+              <dd id="employee-title">{employee.jobTitle}</dd>
+            </div>
+            <div>
+              <dt>Born</dt>
+              <dd>
+                {formatDate(employee.dateOfBirth)} <span class="muted">({age(employee.dateOfBirth)})</span>
+              </dd>
+            </div>
+            <div>
+              <dt>Version</dt>
+              <dd id="employee-version">{employee.version}</dd>
+            </div>
+          </dl>
+          <div class="two-col">
+            <MoveForm key={`move-${employee.id}`} employee={employee} locations={data.locations} at={at} onWrite={onWrite} />
+            <TitleForm key={`title-${employee.id}`} employee={employee} at={at} onWrite={onWrite} />
+          </div>
+          <TerminateCard employee={employee} at={at} onWrite={onWrite} notify={notify} />
+        </>
+      ) : (
+        <Empty id="employee-missing" title={at === null ? `Employee #${id} is not on the payroll` : `Employee #${id} was not on the payroll at position ${at}`}>
+          {history.length > 0 ? 'Not hired yet at this point, or already terminated — see the history below.' : 'There is no such employee.'}
+        </Empty>
+      )}
+
+      {history.length > 0 && (
+        <Card title="History" id="employee-history">
+          <ol class="timeline">
+            {history.map((e) => (
+              <li key={e.position}>
+                <span class="timeline-pos">#{e.position}</span>
+                <span class="timeline-title">{eventTitle(e.type)}</span>
+                <span class="timeline-summary">{eventSummary(e, cityOf)}</span>
+                <time dateTime={e.recordedAt} class="muted">
+                  {formatDateTime(e.recordedAt)}
+                </time>
+              </li>
+            ))}
+          </ol>
+        </Card>
+      )}
+    </>
+  );
+}
+
+interface EmployeeFormProps {
+  employee: EmployeeDetail;
+  at: number | null;
+  onWrite: (position: number) => void;
+}
+
+function MoveForm({ employee, locations, at, onWrite }: EmployeeFormProps & { locations: LocationOption[] }): JSX.Element {
+  const others = locations.filter((l) => l.id !== employee.locationId);
+  const form = useForm({ locationId: others[0] ? String(others[0].id) : String(employee.locationId) });
+  const F = 'move-employee';
+  const options = locations.map((l) => ({
+    value: String(l.id),
+    label: `${l.city} — ${l.streetAddress}${l.id === employee.locationId ? ' (current)' : ''}`,
+  }));
+
+  const onSubmit = (e: Event): void => {
+    e.preventDefault();
+    void form.submit(
+      (idempotencyKey) =>
+        mutate<EmployeePayload>(
+          ASSIGN_EMPLOYEE,
+          { employeeId: employee.id, locationId: Number(form.values.locationId), expectedVersion: employee.version, idempotencyKey },
+          'assignEmployeeToLocation',
+          ['locationId'],
+        ),
+      (payload) => {
+        onWrite(payload.position);
+        return { message: `Moved to ${payload.employee.location?.city ?? `location #${form.values.locationId}`}.`, reset: false };
+      },
+    );
+  };
+
+  return (
+    <Card title="Move to another location" id="move-card">
+      <form id={F} onSubmit={onSubmit} noValidate>
+        <fieldset disabled={at !== null || form.busy}>
+          <legend class="visually-hidden">Move {employee.firstName}</legend>
+          <SelectField form={F} name="locationId" label="New location" value={form.values.locationId} error={form.errors.fields.locationId} onValue={form.set('locationId')} options={options} />
+          <div class="form-actions">
+            <FormStatus form={F} error={form.errors.form} success={form.success} />
+            <button type="submit" class="button button-primary">
+              {form.busy ? 'Moving…' : 'Move'}
+            </button>
+          </div>
+        </fieldset>
+        <ReadOnlyNote at={at} />
+      </form>
+    </Card>
+  );
+}
+
+function TitleForm({ employee, at, onWrite }: EmployeeFormProps): JSX.Element {
+  const form = useForm({ jobTitle: '' });
+  const F = 'change-title';
+
+  const onSubmit = (e: Event): void => {
+    e.preventDefault();
+    void form.submit(
+      (idempotencyKey) =>
+        mutate<EmployeePayload>(
+          CHANGE_TITLE,
+          { employeeId: employee.id, jobTitle: form.values.jobTitle, expectedVersion: employee.version, idempotencyKey },
+          'changeEmployeeJobTitle',
+          ['jobTitle'],
+        ),
+      (payload) => {
+        onWrite(payload.position);
+        return { message: `${payload.employee.firstName} is now ${payload.employee.jobTitle ?? form.values.jobTitle}.` };
+      },
+    );
+  };
+
+  return (
+    <Card title="Change job title" id="title-card">
+      <form id={F} onSubmit={onSubmit} noValidate>
+        <fieldset disabled={at !== null || form.busy}>
+          <legend class="visually-hidden">New job title for {employee.firstName}</legend>
+          <TextField form={F} name="jobTitle" label="New job title" value={form.values.jobTitle} placeholder={employee.jobTitle} error={form.errors.fields.jobTitle} onValue={form.set('jobTitle')} />
+          <div class="form-actions">
+            <FormStatus form={F} error={form.errors.form} success={form.success} />
+            <button type="submit" class="button button-primary">
+              {form.busy ? 'Saving…' : 'Change title'}
+            </button>
+          </div>
+        </fieldset>
+        <ReadOnlyNote at={at} />
+      </form>
+    </Card>
+  );
+}
+
+function TerminateCard({ employee, at, onWrite, notify }: EmployeeFormProps & { notify: (message: string) => void }): JSX.Element {
+  const [confirming, setConfirming] = useState(false);
+  const form = useForm({});
+  const F = 'terminate-employee';
+  const name = `${employee.firstName} ${employee.lastName}`;
+  const locationId = employee.locationId;
+
+  const terminate = (): void => {
+    void form.submit(
+      (idempotencyKey) =>
+        mutate<TerminatePayload>(TERMINATE, { employeeId: employee.id, expectedVersion: employee.version, idempotencyKey }, 'terminateEmployee', []),
+      (payload) => {
+        onWrite(payload.position);
+        notify(`${name} was terminated.`);
+        navigate(href.location(locationId));
+        return { message: `${name} was terminated.` };
+      },
+    );
+  };
+
+  return (
+    <Card title="Terminate employment" id="terminate-card" class="card-danger">
+      <fieldset disabled={at !== null || form.busy} id={F}>
+        <legend class="visually-hidden">Terminate {name}</legend>
+        {confirming ? (
+          <div class="confirm" role="group" aria-label="Confirm termination">
+            <p>
+              Terminate <strong>{name}</strong>? They leave {employee.location?.city ?? 'their location'} and the payroll. History keeps
+              them.
+            </p>
+            <div class="button-row">
+              <button type="button" class="button button-danger" onClick={terminate}>
+                {form.busy ? 'Terminating…' : 'Yes, terminate'}
+              </button>
+              <button type="button" class="button" onClick={() => setConfirming(false)}>
+                Cancel
+              </button>
+            </div>
+          </div>
+        ) : (
+          <div class="button-row">
+            <p class="muted grow">Removes {employee.firstName} from the payroll. Time travel still shows them.</p>
+            <button type="button" class="button button-danger-outline" onClick={() => setConfirming(true)}>
+              Terminate…
+            </button>
+          </div>
+        )}
+        <FormStatus form={F} error={form.errors.form} success={null} />
+      </fieldset>
+      <ReadOnlyNote at={at} />
+    </Card>
+  );
+}

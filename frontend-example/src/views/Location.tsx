@@ -1,0 +1,190 @@
+import type { JSX } from 'preact';
+import {
+  CREATE_EMPLOYEE,
+  LOCATION_PAGE,
+  mutate,
+  type EmployeePayload,
+  type LocationOption,
+  type LocationPageData,
+} from '../api';
+import { FormStatus, SelectField, TextField, optionalId, useForm } from '../fields';
+import { age, formatDate, formatDateTime, plural } from '../format';
+import { href } from '../router';
+import { Card, Empty, ErrorBanner, PageTitle, ReadOnlyNote, Skeleton } from '../ui';
+import { useQuery } from '../useQuery';
+import type { ViewProps } from './types';
+
+const PAGE_SIZE = 200;
+
+export function LocationView({ id, at, refresh, onWrite }: ViewProps & { id: number }): JSX.Element {
+  const { data, error } = useQuery<LocationPageData>(LOCATION_PAGE, { id, at, first: PAGE_SIZE }, refresh);
+  const location = data?.location;
+  const crumbs = (
+    <nav aria-label="Breadcrumb" class="breadcrumbs">
+      <a href={href.locations}>Locations</a> <span aria-hidden="true">/</span> <span>#{id}</span>
+    </nav>
+  );
+
+  if (!data) {
+    return (
+      <>
+        <PageTitle eyebrow={crumbs}>Location #{id}</PageTitle>
+        {error ? <ErrorBanner>Could not load location #{id}: {error}</ErrorBanner> : <Skeleton rows={4} />}
+      </>
+    );
+  }
+  if (!location) {
+    return (
+      <>
+        <PageTitle eyebrow={crumbs}>Location #{id}</PageTitle>
+        {error && <ErrorBanner>{error}</ErrorBanner>}
+        <Empty id="location-missing" title={at === null ? `There is no location #${id}` : `Location #${id} did not exist yet at position ${at}`}>
+          <a href={href.locations}>See all locations</a>
+        </Empty>
+      </>
+    );
+  }
+
+  const employees = data.employees.edges.map((e) => e.node);
+  return (
+    <>
+      <PageTitle eyebrow={crumbs}>{location.city}</PageTitle>
+      <p class="lede" id="location-address">
+        {location.streetAddress}, {location.city}, {location.state} {location.postalCode}
+      </p>
+      {error && <ErrorBanner>{error}</ErrorBanner>}
+      <dl class="facts">
+        <div>
+          <dt>Employees</dt>
+          <dd id="location-employee-count">{location.employeeCount}</dd>
+        </div>
+        <div>
+          <dt>Version</dt>
+          <dd>{location.version}</dd>
+        </div>
+        <div>
+          <dt>Updated</dt>
+          <dd>{formatDateTime(location.updatedAt)}</dd>
+        </div>
+      </dl>
+
+      <Card title="Staff" id="staff">
+        {employees.length === 0 ? (
+          <Empty id="employees-empty" title="No employees at this location">
+            {at === null ? 'Hire someone with the form below.' : null}
+          </Empty>
+        ) : (
+          <div class="table-wrap">
+            <table id="employee-table">
+              <caption class="visually-hidden">Employees of {location.city}</caption>
+              <thead>
+                <tr>
+                  <th scope="col">Name</th>
+                  <th scope="col">Job title</th>
+                  <th scope="col" class="hide-narrow">Born</th>
+                  <th scope="col" class="num">Id</th>
+                </tr>
+              </thead>
+              <tbody>
+                {employees.map((e) => (
+                  <tr key={e.id} data-employee-id={e.id}>
+                    <td>
+                      <a href={href.employee(e.id)}>
+                        {e.firstName} {e.lastName}
+                      </a>
+                    </td>
+                    <td>{e.jobTitle}</td>
+                    <td class="hide-narrow">
+                      {formatDate(e.dateOfBirth)} <span class="muted">({age(e.dateOfBirth)})</span>
+                    </td>
+                    <td class="num muted">#{e.id}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+        {data.employees.pageInfo.hasNextPage && (
+          <p class="muted">
+            Showing the first {employees.length} of {plural(data.employees.totalCount, 'employee')}.
+          </p>
+        )}
+      </Card>
+
+      <HireForm at={at} onWrite={onWrite} locationId={location.id} locations={data.locations} />
+    </>
+  );
+}
+
+const FIELDS = ['firstName', 'lastName', 'dateOfBirth', 'jobTitle', 'locationId', 'id'] as const;
+
+function HireForm({ at, onWrite, locationId, locations }: Pick<ViewProps, 'at' | 'onWrite'> & { locationId: number; locations: LocationOption[] }): JSX.Element {
+  const form = useForm({ firstName: '', lastName: '', dateOfBirth: '', jobTitle: '', locationId: String(locationId), id: '' });
+  const { values, errors, set } = form;
+  const F = 'hire-employee';
+
+  const onSubmit = (e: Event): void => {
+    e.preventDefault();
+    const id = optionalId(values.id);
+    const local: Record<string, string> = {};
+    if (id === 'invalid') local.id = 'Enter a whole number, or leave it blank.';
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(values.dateOfBirth)) local.dateOfBirth = 'Enter the date of birth.';
+    if (Object.keys(local).length > 0) {
+      form.setErrors({ fields: local, form: null });
+      return;
+    }
+    void form.submit(
+      (idempotencyKey) =>
+        mutate<EmployeePayload>(
+          CREATE_EMPLOYEE,
+          {
+            firstName: values.firstName,
+            lastName: values.lastName,
+            dateOfBirth: values.dateOfBirth,
+            jobTitle: values.jobTitle,
+            locationId: Number(values.locationId),
+            ...(id === undefined || id === 'invalid' ? {} : { id }),
+            idempotencyKey,
+          },
+          'createEmployee',
+          FIELDS,
+        ),
+      (payload) => {
+        onWrite(payload.position);
+        const { firstName, lastName, location } = payload.employee;
+        return { message: `${firstName} ${lastName} was hired${location ? ` at ${location.city}` : ''}.` };
+      },
+    );
+  };
+
+  return (
+    <Card title="Hire an employee" id="hire-card">
+      <form id={F} class="form-grid" onSubmit={onSubmit} noValidate>
+        <fieldset disabled={at !== null || form.busy}>
+          <legend class="visually-hidden">New employee</legend>
+          <TextField form={F} name="firstName" label="First name" value={values.firstName} error={errors.fields.firstName} onValue={set('firstName')} />
+          <TextField form={F} name="lastName" label="Last name" value={values.lastName} error={errors.fields.lastName} onValue={set('lastName')} />
+          <TextField form={F} name="dateOfBirth" label="Date of birth" type="date" value={values.dateOfBirth} error={errors.fields.dateOfBirth} onValue={set('dateOfBirth')} />
+          <TextField form={F} name="jobTitle" label="Job title" value={values.jobTitle} error={errors.fields.jobTitle} onValue={set('jobTitle')} />
+          <SelectField
+            form={F}
+            name="locationId"
+            label="Location"
+            value={values.locationId}
+            error={errors.fields.locationId}
+            onValue={set('locationId')}
+            options={locations.map((l) => ({ value: String(l.id), label: `${l.city} — ${l.streetAddress} (#${l.id})` }))}
+          />
+          <TextField form={F} name="id" label="Id (optional)" value={values.id} error={errors.fields.id} onValue={set('id')} inputMode="numeric" hint="Leave blank for the next free id." />
+          <div class="form-actions">
+            <FormStatus form={F} error={errors.form} success={form.success} />
+            <button type="submit" class="button button-primary">
+              {form.busy ? 'Hiring…' : 'Hire'}
+            </button>
+          </div>
+        </fieldset>
+        <ReadOnlyNote at={at} />
+      </form>
+    </Card>
+  );
+}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.domain.schema import default_schema
 from app.embedded_redis import EmbeddedValkey
@@ -150,10 +151,16 @@ async def run_projector_alone(services: Services) -> None:
 
 
 async def _announce(services: Services, position: int, notify: bool) -> None:
-    """Tell Redis the store's new head; wake a projector in another process if there is one."""
-    await services.read_model.note_head(position)
-    if notify:
-        await services.redis.publish(services.read_model.keys.appended_channel, position)
+    """Tell Redis the store's new head; wake a projector in another process if there is one.
+
+    Best effort: without Redis the projector finds the events by polling once Redis is back.
+    """
+    try:
+        await services.read_model.note_head(position)
+        if notify:
+            await services.redis.publish(services.read_model.keys.appended_channel, position)
+    except (RedisError, OSError) as error:
+        log.warning("could not announce position %d: %s", position, error)
 
 
 async def _cancel_all(services: Services) -> None:

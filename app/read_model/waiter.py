@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from redis.exceptions import RedisError
+
 from app.read_model.redis import ReadModel
 
 POLL_SECONDS = 0.25  # fallback when a pub/sub notice is missed (for example across a reconnect)
@@ -38,5 +40,8 @@ class CheckpointWaiter:
                         min(remaining, POLL_SECONDS),
                     )
             except TimeoutError:
-                await self.advance(await self._read_model.checkpoint())
+                try:
+                    await self.advance(await self._read_model.checkpoint())
+                except (RedisError, OSError):
+                    return False  # the read model is unreachable: waiting cannot help
         return True

@@ -6,9 +6,12 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
+from app.event_store.base import StoreUnavailable
 from app.observability import correlation_id
 from app.schema.mutations import Mutation
 from app.schema.queries import Query
@@ -17,24 +20,40 @@ from app.schema.subscriptions import Subscription
 log = logging.getLogger(__name__)
 
 
+# A backing server that cannot be reached is an outage to report plainly, not a bug to hide.
+OUTAGES: tuple[tuple[type[BaseException], str, str], ...] = (
+    (RedisConnectionError, "READ_MODEL_UNAVAILABLE", "The read model is unavailable; try again."),
+    (RedisTimeoutError, "READ_MODEL_UNAVAILABLE", "The read model is unavailable; try again."),
+    (StoreUnavailable, "STORE_UNAVAILABLE", "The event store is unavailable; try again."),
+)
+
+
 def is_unexpected(error: GraphQLError) -> bool:
-    """Errors from our own code that were not raised for the client: mask them, log them."""
+    """Errors not raised for the client: replaced before they reach it, and logged."""
     original = error.original_error
     if original is None or isinstance(original, GraphQLError):
         return False
-    log.error("unexpected error in %s", error.path, exc_info=original)
+    if any(isinstance(original, kind) for kind, _, _ in OUTAGES):
+        log.warning("%s at %s: %s", type(original).__name__, error.path, original)
+    else:
+        log.error("unexpected error in %s", error.path, exc_info=original)
     return True
 
 
 class MaskUnexpectedErrors(MaskErrors):
-    """Replaces an unexpected error by a message carrying the correlation id operators log."""
+    """Outages get a plain code; anything else a message carrying the correlation id logged."""
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         request_id = correlation_id.get() or "unknown"
+        message = f"Internal server error (correlation id {request_id})."
+        code = "INTERNAL_SERVER_ERROR"
+        for kind, outage_code, outage_message in OUTAGES:
+            if isinstance(error.original_error, kind):
+                code, message = outage_code, outage_message
         return GraphQLError(
-            message=f"Internal server error (correlation id {request_id}).",
+            message=message,
             nodes=error.nodes, source=error.source, positions=error.positions, path=error.path,
-            extensions={"code": "INTERNAL_SERVER_ERROR", "correlationId": request_id},
+            extensions={"code": code, "correlationId": request_id},
         )
 
 

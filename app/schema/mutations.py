@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import strawberry
+from redis.exceptions import RedisError
 
 from app.domain import commands as c
 from app.domain.errors import DomainError
@@ -152,7 +153,11 @@ async def execute(
 async def projected(info: Info, key: DocKey) -> Doc:
     """The entity as last projected; if it never was, as projected from its own stream."""
     loader = info.context.locations if key[0] == "location" else info.context.employees
-    doc = await loader.load(key[1])
+    try:
+        doc = await loader.load(key[1])
+    except (RedisError, OSError) as error:  # the write happened; report it from the store
+        log.warning("read model unreachable, answering from the event store: %s", error)
+        doc = None
     if doc is not None:
         return doc
     stream = await info.context.services.store.read_stream(f"{key[0]}-{key[1]}")

@@ -22,9 +22,11 @@ async def listen(
     """
     backoff = 0.1
     while True:
+        _raise_if_cancelled()
         try:
             async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(channel)
+                _raise_if_cancelled()
                 await on_reconnect()
                 backoff = 0.1
                 async for message in pubsub.listen():
@@ -36,3 +38,10 @@ async def listen(
             log.warning("subscription to %s lost (%s); retrying in %.1fs", channel, exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+
+def _raise_if_cancelled() -> None:
+    """Stop if cancelled, even when redis-py's `wait_for` swallowed the cancellation (3.11)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

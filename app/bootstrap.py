@@ -17,6 +17,7 @@ from app.embedded_redis import EmbeddedValkey
 from app.event_store.sqlalchemy import SqlEventStore
 from app.observability import APPENDS, PROJECTED_POSITION
 from app.projections.projector import Projector
+from app.read_model.client import connect
 from app.read_model.hub import Batch, ChangeHub
 from app.read_model.keys import Keys
 from app.read_model.pubsub import listen
@@ -80,7 +81,7 @@ async def bootstrap(
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         store = await SqlEventStore.open(settings.database_url, default_schema())
         stack.push_async_callback(store.close)
-        redis = Redis.from_url(url, decode_responses=True, health_check_interval=10)
+        redis = connect(url, health_check_interval=10)
         stack.push_async_callback(redis.aclose)
         keys = Keys(settings.redis_prefix)
         read_model = ReadModel(redis, keys)
@@ -90,7 +91,7 @@ async def bootstrap(
         )
         handlers = CommandHandlers(
             store, default_schema(), max_retries=settings.command_max_retries,
-            snapshot_every=settings.snapshot_every,
+            snapshot_every=settings.snapshot_every, cache_size=settings.aggregate_cache_size,
         )
         hub = ChangeHub(settings.subscription_queue_size)
         services = Services(settings, store, redis, read_model, waiter, handlers, projector, hub)
@@ -123,11 +124,23 @@ def _wire(services: Services, run_projector: bool) -> None:
         PROJECTED_POSITION.set(position)
         await waiter.advance(position)
 
+    head = {"appended": 0, "announced": 0}
+    announcing: list[asyncio.Task[Any]] = []
+
+    async def announce() -> None:
+        """One announcement per burst: a group commit calls `appended` once per command."""
+        while head["appended"] > head["announced"]:
+            position = head["appended"]
+            await _announce(services, position, notify=not run_projector)
+            head["announced"] = position
+
     def appended(position: int) -> None:
         APPENDS.inc()
         if run_projector:
             projector.wake(position)
-        services.spawn(_announce(services, position, notify=not run_projector), "announce")
+        head["appended"] = max(head["appended"], position)
+        if not announcing or announcing[0].done():
+            announcing[:] = [services.spawn(announce(), "announce")]
 
     services.store.on_append(appended)
     services.spawn(listen(services.redis, keys.changes_channel, on_changes, resync), "changes")

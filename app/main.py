@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +14,7 @@ from typing import Any
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -17,11 +22,21 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
+from strawberry.types.unset import UnsetType
 
+from app.auth import Authenticator, AuthError, parse_origins
 from app.bootstrap import Services, bootstrap
-from app.observability import WEBSOCKETS, correlation_id, new_correlation_id
+from app.observability import (
+    PROJECTION_LAG_EVENTS,
+    PROJECTION_LAG_SECONDS,
+    REJECTIONS,
+    WEBSOCKETS,
+    correlation_id,
+    new_correlation_id,
+)
 from app.schema import build_schema
 from app.schema.context import Context
 from app.settings import Settings
@@ -31,11 +46,52 @@ log = logging.getLogger(__name__)
 
 class GraphQLApp(GraphQL[Context, None]):
     def __init__(self, services: Services) -> None:
-        super().__init__(build_schema(), graphql_ide="graphiql")
+        settings = services.settings
+        super().__init__(
+            build_schema(settings),
+            graphql_ide="graphiql",
+            connection_init_wait_timeout=dt.timedelta(seconds=settings.ws_init_timeout_seconds),
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+            allowed_origins=parse_origins(settings.cors_origins),
+        )
         self.services = services
+        self.authenticator = Authenticator(settings)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        return Context(self.services, correlation_id.get() or new_correlation_id())
+        context = Context(self.services, correlation_id.get() or new_correlation_id())
+        if self.authenticator.enabled:
+            try:
+                context.principal = self.authenticator.from_header(
+                    request.headers.get("authorization")
+                )
+            except AuthError as error:  # refused when an operation executes
+                context.principal, context.auth_error = None, error
+        return context
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticate a websocket from its connection_init payload (or its handshake header)."""
+        if not self.authenticator.enabled:
+            return await super().on_ws_connect(context)
+        params = context.connection_params or {}
+        if context.auth_error is None and context.principal is not None and not params:
+            return await super().on_ws_connect(context)  # the handshake's Authorization header
+        try:
+            context.principal = self.authenticator.from_connection_params(params)
+        except AuthError as error:
+            REJECTIONS.labels("unauthenticated").inc()
+            raise ConnectionRejectionError({"message": error.message, "code": error.code}) from None
+        context.auth_error = None
+        return await super().on_ws_connect(context)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """JSON bodies are UTF-8: other bytes (`json.loads` would guess UTF-16/32 and raise a
+        UnicodeDecodeError, answered 500) are a bad request."""
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise HTTPException(400, "The request body must be UTF-8 JSON.") from None
+        return json.loads(data)
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
@@ -48,6 +104,112 @@ class GraphQLApp(GraphQL[Context, None]):
             if not isinstance(body, dict | list):
                 raise HTTPException(400, "The request body must be a JSON object.")
         return await super().parse_http_body(request)
+
+
+def _error_body(message: str, code: str) -> bytes:
+    error = {"message": message, "extensions": {"code": code}}
+    return json.dumps({"data": None, "errors": [error]}).encode()
+
+
+async def _send_error(
+    send: Send, status: int, message: str, code: str, more_body: bool = False
+) -> None:
+    body = _error_body(message, code)
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": more_body})
+
+
+class BodyLimit:
+    """Refuses an HTTP body over `max_bytes` with 413: at once when Content-Length says so,
+    otherwise as soon as that many bytes have arrived (the rest is never read)."""
+
+    LINGER_SECONDS = 2.0
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(receive, send)
+            return
+        messages: list[Any] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, receive: Receive, send: Send) -> None:
+        """Answer 413 at once, then discard what the client is still sending for a moment
+        (a "lingering close": closing on unread data resets the connection, and a client still
+        uploading would lose the 413), never keeping any of it."""
+        REJECTIONS.labels("body_too_large").inc()
+        await _send_error(
+            send, 413, f"The request body is larger than {self.max_bytes} bytes.",
+            "REQUEST_TOO_LARGE", more_body=True,
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.LINGER_SECONDS):
+                while (message := await receive())["type"] == "http.request" and message.get(
+                    "more_body", False
+                ):
+                    pass
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class RequestTimeout:
+    """An HTTP request not answered within `seconds` gets a 503 GraphQL error, and its work is
+    cancelled (websockets live as long as they like: subscriptions are long by design)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.seconds <= 0:
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.seconds):
+                await self.app(scope, receive, send_tracking)
+        except TimeoutError:
+            REJECTIONS.labels("timeout").inc()
+            log.warning("request to %s cancelled after %ss", scope.get("path"), self.seconds)
+            if not started:
+                await _send_error(
+                    send, 503, f"The request took longer than {self.seconds:g} s; try again.",
+                    "REQUEST_TIMEOUT",
+                )
 
 
 class CorrelationId:
@@ -121,7 +283,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ready = all(checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
-    async def metrics(_request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        await _projection_lag(request.app.state.services)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app = Starlette(
@@ -136,5 +299,35 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     if settings.spa_dir.is_dir():  # the built frontend-example at /, after every other route
         app.mount("/", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
+    # The last added runs first: request id, then CORS (so that refusals carry CORS headers a
+    # browser can read), then the timeout, then the body limit.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestTimeout, seconds=settings.request_timeout_seconds)
+    origins = parse_origins(settings.cors_origins)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"], max_age=600,
+        )
     app.add_middleware(CorrelationId)
     return app
+
+
+async def _projection_lag(services: Services) -> None:
+    """Projection lag, measured at scrape time: events behind, and the age of the oldest one."""
+    try:
+        checkpoint = await services.read_model.checkpoint()
+        head = await services.read_model.head()
+        behind = max(head - checkpoint, 0)
+        seconds = 0.0
+        if behind:
+            oldest = await services.store.read_all(checkpoint, 1)
+            if oldest:
+                age = dt.datetime.now(dt.UTC) - oldest[0].recorded_at
+                seconds = max(age.total_seconds(), 0.0)
+    except Exception as exc:  # a scrape must still answer: the gauges keep their last value
+        log.warning("projection lag unavailable: %s", exc)
+        return
+    PROJECTION_LAG_EVENTS.set(behind)
+    PROJECTION_LAG_SECONDS.set(seconds)

@@ -19,6 +19,18 @@ COMMANDS = Histogram(
 PROJECTED_POSITION = Gauge("cqrs_projection_position", "Last position committed to Redis")
 APPENDS = Counter("cqrs_appends_total", "Appends committed by this process")
 SUBSCRIBERS = Gauge("cqrs_subscribers", "Subscriptions this process is feeding right now")
+REJECTIONS = Counter(
+    "cqrs_rejected_requests_total",
+    "Requests refused by a limit or by authentication, by reason",
+    ["reason"],
+)
+PROJECTION_LAG_EVENTS = Gauge(
+    "cqrs_projection_lag_events", "Events appended but not yet in the read model (at scrape)"
+)
+PROJECTION_LAG_SECONDS = Gauge(
+    "cqrs_projection_lag_seconds",
+    "Age of the oldest event not yet in the read model, 0 when caught up (at scrape)",
+)
 WEBSOCKETS = Gauge("cqrs_websocket_connections", "Open websocket connections of this process")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +21,8 @@ class Settings(BaseSettings):
     projector_batch_size: int = 500
     projector_poll_seconds: float = 1.0
     snapshot_every: int = 100
+    aggregate_cache_size: int = 10_000
+    """Aggregates each process remembers between commands (0: load every one from the store)."""
     run_projector: bool = True
     log_level: str = "INFO"
     log_json: bool = True
@@ -27,6 +30,28 @@ class Settings(BaseSettings):
     subscription_queue_size: int = 1000
     spa_dir: Path = Path(__file__).resolve().parent.parent / "frontend-example" / "dist"
     """The built frontend-example SPA, served at `/` by `serve` when this folder exists."""
+    # Abuse limits (see README "Security").
+    max_query_depth: int = 12
+    max_query_tokens: int = 2000
+    max_aliases: int = 100
+    """Not 30: existing clients (the subscription tests' big query) use 60 aliases."""
+    max_body_bytes: int = 1024 * 1024
+    request_timeout_seconds: float = 30.0
+    ws_init_timeout_seconds: float = 10.0
+    max_subscriptions_per_connection: int = 50
+    introspection: bool = True
+    cors_origins: str = ""
+    """Origins allowed cross-origin (HTTP CORS and browser websockets): comma-separated or JSON."""
+    # Authentication (see README "Security").
+    auth_mode: Literal["none", "token"] = "none"
+    api_keys: str = ""
+    """`secret:role[:name],...` or JSON `{"secret": "role"}` / `{"secret": {"role", "name"}}`."""
+    jwt_secret: str | None = None
+    """HS256 shared secret."""
+    jwt_public_key: str | None = None
+    """RS256 public key (PEM)."""
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
 
     def sqlite_path(self) -> Path | None:
         """The SQLite file of `database_url`, if it names one."""

@@ -30,7 +30,8 @@ def restaurant_history(
     for n in range(1, staff + 1):
         where[n] = 1 + (n - 1) % locations
         yield [
-            (e.employee_stream(n), e.EmployeeCreated(n, f"First{n}", "Last", dt.date(1990, 1, 1), "Cook")),
+            (e.employee_stream(n),
+             e.EmployeeCreated(n, f"First{n}", "Last", dt.date(1990, 1, 1), "Cook")),
             (e.employee_stream(n), e.EmployeeAssignedToLocation(n, where[n])),
         ]
     produced = locations + 2 * staff

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,9 @@ class Server:
     def rss_kib(self) -> int:
         """Resident memory of the server process."""
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+        return int(next(
+            line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")
+        ))
 
 
 def free_port() -> int:
@@ -36,8 +38,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[Server]:
+def running(
+    extra_env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    prepare: Callable[[Path], None] | None = None,
+) -> Iterator[Server]:
+    """The service in a fresh directory; `prepare(directory)` runs before it starts."""
     with tempfile.TemporaryDirectory() as tmp:
+        if prepare is not None:
+            prepare(Path(tmp))
         port = free_port()
         env = {**os.environ, "VAR_DIR": tmp, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/events.db",
                "LOG_LEVEL": "WARNING", **(extra_env or {})}

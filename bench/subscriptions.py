@@ -32,7 +32,8 @@ PLACE = """mutation { createLocation(input: {streetAddress: "1 Main", city: "Tow
   postalCode: "00001"}) { __typename } }"""
 RETITLE = """mutation($e: Int!, $t: String!) { changeEmployeeJobTitle(input: {employeeId: $e,
   jobTitle: $t}) { __typename } }"""
-WATCH = "subscription($l: Int) { employeeChanged(locationId: $l) { position employee { updatedAt } } }"
+WATCH = ("subscription($l: Int) { employeeChanged(locationId: $l) "
+         "{ position employee { updatedAt } } }")
 
 
 async def subscriber(url: str, location: int | None, latencies: list[float], ready: asyncio.Event,
@@ -60,7 +61,9 @@ async def seed(client: httpx.AsyncClient, url: str) -> None:
     for _ in range(LOCATIONS):
         await client.post(url, json={"query": PLACE})
     for n in range(LOCATIONS * 5):
-        await client.post(url, json={"query": HIRE, "variables": {"l": 1 + n % LOCATIONS, "n": f"E{n}"}})
+        await client.post(
+            url, json={"query": HIRE, "variables": {"l": 1 + n % LOCATIONS, "n": f"E{n}"}}
+        )
 
 
 async def drive(client: httpx.AsyncClient, url: str, rate: float, seconds: float) -> int:
@@ -103,7 +106,8 @@ async def run(server: Server, count: int, rate: float, seconds: float, everythin
         await asyncio.gather(*tasks, return_exceptions=True)
     latencies.sort()
     expected = sent * (count if everything else count // LOCATIONS)
-    print(f"subscribers {count} ({'all changes' if everything else f'one location of {LOCATIONS} each'}), "
+    watched = "all changes" if everything else f"one location of {LOCATIONS} each"
+    print(f"subscribers {count} ({watched}), "
           f"{rate:g} changes/s for {seconds:g} s: {sent} changes, {len(latencies)} deliveries "
           f"(expected ~{expected}), {len(failed)} subscriptions failed")
     if latencies:

@@ -1,4 +1,4 @@
-"""Command handlers over a real store: atomic appends, bounded retries, ids, idempotency, snapshots."""
+"""Command handlers over a real store: atomic appends, retries, ids, idempotency, snapshots."""
 
 from __future__ import annotations
 

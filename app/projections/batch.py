@@ -23,7 +23,8 @@ def touched(events: Iterable[RecordedEvent]) -> list[DocKey]:
     seen: dict[DocKey, None] = {}
     for event in events:
         for keys, _ in PROJECTIONS:
-            seen.update(dict.fromkeys(keys(event)))
+            for key in keys(event):
+                seen[key] = None
     return list(seen)
 
 
@@ -38,15 +39,15 @@ def apply(events: list[RecordedEvent], before: Mapping[DocKey, Doc | None]) -> B
     docs = dict(before)
     result = BatchResult(docs)
     commit_start: dict[DocKey, Doc | None] = {}
+    last = len(events) - 1
     for index, event in enumerate(events):
         for keys, project in PROJECTIONS:
             for key in keys(event):
-                commit_start.setdefault(key, docs.get(key))
-                docs[key] = project(docs.get(key), event)
-        last_of_commit = (
-            index + 1 == len(events) or events[index + 1].commit_position != event.commit_position
-        )
-        if last_of_commit:
+                current = docs.get(key)
+                if key not in commit_start:
+                    commit_start[key] = current
+                docs[key] = project(current, event)
+        if index == last or events[index + 1].commit_position != event.commit_position:
             result.changes += _changes(event.commit_position, commit_start, docs)
             commit_start = {}
     return result

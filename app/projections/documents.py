@@ -34,6 +34,21 @@ class Change:
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+_last_iso: tuple[dt.datetime | None, str] = (None, "")
+
+
+def iso(moment: dt.datetime) -> str:
+    """`moment.isoformat()`, computed once per commit: the events of a commit, read together,
+    share one datetime object (hashing aware datetimes for a real cache costs more)."""
+    global _last_iso
+    last = _last_iso
+    if moment is last[0]:
+        return last[1]
+    text = moment.isoformat()
+    _last_iso = (moment, text)
+    return text
+
+
 def micros(moment: dt.datetime) -> int:
     """A UTC instant as integer microseconds: exact as a Redis score (below 2**53)."""
     return (moment - EPOCH) // dt.timedelta(microseconds=1)
@@ -42,3 +57,11 @@ def micros(moment: dt.datetime) -> int:
 def stamp(doc: Doc, event_version: int, recorded_at: str, position: int) -> Doc:
     """The document as of an event of its own stream."""
     return {**doc, "version": event_version, "updated_at": recorded_at, "position": position}
+
+
+def stamped(doc: Doc, event_version: int, recorded_at: str, position: int) -> Doc:
+    """`stamp` in place, for a document the caller has just made."""
+    doc["version"] = event_version
+    doc["updated_at"] = recorded_at
+    doc["position"] = position
+    return doc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.event_store.base import RecordedEvent
-from app.projections.documents import Doc, DocKey, stamp
+from app.projections.documents import Doc, DocKey, iso, stamped
 
 EMPLOYEE_EVENTS = frozenset({
     "EmployeeCreated", "EmployeeAssignedToLocation", "EmployeeRemovedFromLocation",
@@ -20,19 +20,21 @@ def keys(event: RecordedEvent) -> list[DocKey]:
 
 def project(doc: Doc | None, event: RecordedEvent) -> Doc | None:
     """The employee document after `event` (None once terminated)."""
-    data = event.data
-    if event.type == "EmployeeCreated":
-        doc = {
+    data, kind = event.data, event.type
+    if kind == "EmployeeCreated":
+        new = {
             "id": data["employee_id"], "first_name": data["first_name"],
             "last_name": data["last_name"], "date_of_birth": data["date_of_birth"],
             "job_title": data["job_title"], "location_id": None,
         }
-    elif doc is None or event.type == "EmployeeTerminated":
+    elif doc is None or kind == "EmployeeTerminated":
         return None
-    elif event.type == "EmployeeAssignedToLocation":
-        doc = {**doc, "location_id": data["location_id"]}
-    elif event.type == "EmployeeRemovedFromLocation":
-        doc = {**doc, "location_id": None}
-    elif event.type == "EmployeeJobTitleChanged":
-        doc = {**doc, "job_title": data["job_title"]}
-    return stamp(doc, event.version, event.recorded_at.isoformat(), event.position)
+    else:
+        new = doc.copy()  # one new dict per event (documents already written stay as they are)
+        if kind == "EmployeeAssignedToLocation":
+            new["location_id"] = data["location_id"]
+        elif kind == "EmployeeRemovedFromLocation":
+            new["location_id"] = None
+        elif kind == "EmployeeJobTitleChanged":
+            new["job_title"] = data["job_title"]
+    return stamped(new, event.version, iso(event.recorded_at), event.position)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+
 from app.event_store.base import RecordedEvent
-from app.projections.documents import Doc, DocKey, stamp
+from app.projections.documents import Doc, DocKey, iso, stamp
 
 
 def keys(event: RecordedEvent) -> list[DocKey]:
@@ -24,12 +26,19 @@ def project(doc: Doc | None, event: RecordedEvent) -> Doc | None:
             "city": data["city"], "state": data["state"], "postal_code": data["postal_code"],
             "employee_ids": [],
         }
-        return stamp(fields, event.version, event.recorded_at.isoformat(), event.position)
+        return stamp(fields, event.version, iso(event.recorded_at), event.position)
     if doc is None:
         return None
-    members = set(doc["employee_ids"])
-    if event.type == "EmployeeAssignedToLocation":
-        members.add(data["employee_id"])
-    elif event.type == "EmployeeRemovedFromLocation":
-        members.discard(data["employee_id"])
-    return {**doc, "employee_ids": sorted(members)}
+    members: list[int] = doc["employee_ids"]  # sorted, without duplicates
+    employee_id = data["employee_id"]
+    at = bisect.bisect_left(members, employee_id)
+    present = at < len(members) and members[at] == employee_id
+    if event.type == "EmployeeAssignedToLocation" and not present:
+        members = [*members[:at], employee_id, *members[at:]]
+    elif event.type == "EmployeeRemovedFromLocation" and present:
+        members = [*members[:at], *members[at + 1:]]
+    else:
+        members = list(members)
+    new = doc.copy()
+    new["employee_ids"] = members
+    return new

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -24,10 +24,29 @@ from redis.exceptions import WatchError
 
 from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
 from app.projections import batch as projection
-from app.projections.documents import Change, Doc, DocKey, micros
+from app.projections.documents import Change, Doc, DocKey, iso, micros
 from app.read_model.keys import Keys
 
 log = logging.getLogger(__name__)
+
+# Adds every history entry of a batch in one command: ZADDs queued one per entity cost redis-py a
+# packed command and a parsed QUEUED reply each (a batch touches ~1 000 entities). Runs inside the
+# batch's MULTI/EXEC like any other command. ARGV: per key, its entry count then score, member…
+ADD_HISTORY = """
+local a = 1
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local j = 0
+  while j < n do
+    local m = math.min(n - j, 1000)
+    redis.call('ZADD', KEYS[i], unpack(ARGV, a, a + 2 * m - 1))
+    a = a + 2 * m
+    j = j + m
+  end
+end
+return #KEYS
+"""
 CheckpointListener = Callable[[int], Awaitable[None]]
 TRANSIENT = (StoreUnavailable, RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -50,6 +69,7 @@ class Projector:
         self._listeners: list[CheckpointListener] = []
         self.position = 0
         self.events_applied = 0
+        self._prefetch: tuple[int, asyncio.Task[list[RecordedEvent]]] | None = None
 
     def wake(self, _position: int = 0) -> None:
         """New events were appended: stop waiting and catch up."""
@@ -62,20 +82,22 @@ class Projector:
         """Catch up, then follow live until cancelled; survives store and Redis outages."""
         await self.check_consistency()
         backoff = 0.1
-        while True:
-            try:
-                while await self.step():
-                    pass
-                backoff = 0.1
-            except TRANSIENT as exc:
-                log.warning("projector paused: %s; retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            raise_if_cancelled()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-            self._wake.clear()
+        try:
+            while True:
+                try:
+                    await self.catch_up()
+                    backoff = 0.1
+                except TRANSIENT as exc:
+                    log.warning("projector paused: %s; retrying in %.1fs", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                raise_if_cancelled()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                self._wake.clear()
+        finally:
+            self._drop_prefetch()
 
     async def check_consistency(self) -> None:
         """A checkpoint beyond the store's head means the store was replaced: start over."""
@@ -100,14 +122,104 @@ class Projector:
 
     async def catch_up(self, until: int | None = None) -> None:
         """Apply everything committed so far (or every commit ending at or before `until`)."""
-        while await self.step(until):
-            pass
+        try:
+            while await self._pipeline(until):
+                log.info("checkpoint moved under us (another projector?); re-reading")
+        finally:
+            self._drop_prefetch()
+
+    async def _pipeline(self, until: int | None) -> bool:
+        """Apply batches back to back, preparing each while the previous one is written.
+
+        Batch N+1 is read (ahead), its documents fetched and the events applied while batch N's
+        MULTI/EXEC is on its way to Redis; the documents N leaves are carried over in memory.
+        N+1 is only sent once N has committed, and like any batch it WATCHes the checkpoint
+        and applies only if the checkpoint is still where N left it: so exactly once holds, and
+        documents fetched before N committed can only be ones N did not touch (those are
+        carried) or ones a rival changed (then the checkpoint moved and N+1 aborts). True when
+        a rival moved the checkpoint: the caller starts again from the checkpoint in Redis.
+        """
+        checkpoint = int(await self._redis.get(self._keys.checkpoint) or 0)
+        carried: dict[DocKey, Doc | None] = {}
+        writing: asyncio.Task[None] | None = None
+        written: list[RecordedEvent] = []
+        started = 0.0
+        try:
+            while True:
+                raise_if_cancelled()
+                events = await self._read(checkpoint)
+                if until is not None:
+                    events = [e for e in events if e.commit_position <= until]
+                if not events:
+                    break
+                self._read_ahead(events[-1].position)
+                keys = projection.touched(events)
+                before = {k: carried[k] for k in keys if k in carried}
+                missing = [k for k in keys if k not in carried]
+                if missing:
+                    raw = await self._redis.mget([self._keys.doc(k) for k in missing])
+                    before.update(
+                        (k, orjson.loads(v) if v is not None else None)
+                        for k, v in zip(missing, raw, strict=True)
+                    )
+                result = projection.apply(events, before)
+                if writing is not None:
+                    await writing  # N is in Redis (or raised): only now may N+1 be sent
+                    writing = None
+                    await self._committed(written, started)
+                    raise_if_cancelled()
+                started = time.perf_counter()
+                writing = asyncio.create_task(self._write_batch(checkpoint, events, result))
+                written, carried, checkpoint = events, result.docs, events[-1].position
+            if writing is not None:
+                await writing
+                writing = None
+                await self._committed(written, started)
+        except WatchError:
+            self._drop_prefetch()
+            return True
+        finally:
+            if writing is not None:  # cancelled or failed meanwhile: the batch in flight
+                if not writing.done():  # lands (or not) before we go
+                    await asyncio.wait([writing])
+                if not writing.cancelled() and writing.exception() is None:
+                    self.position = written[-1].position
+                    self.events_applied += len(written)
+        self.position = checkpoint  # where this catch-up left the read model
+        return False
+
+    async def _write_batch(
+        self, checkpoint: int, events: list[RecordedEvent], result: projection.BatchResult
+    ) -> None:
+        """One batch in one MULTI/EXEC, if the checkpoint is still `checkpoint`."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(self._keys.checkpoint)
+            if int(await pipe.get(self._keys.checkpoint) or 0) != checkpoint:
+                raise WatchError("checkpoint changed")
+            pipe.multi()  # type: ignore[no-untyped-call]
+            self._queue_batch(pipe, checkpoint, events, result)
+            await pipe.execute()
+
+    async def _committed(self, events: list[RecordedEvent], started: float) -> None:
+        self.position = events[-1].position
+        self.events_applied += len(events)
+        log.debug("projected %d events up to %d in %.1f ms", len(events), self.position,
+                  (time.perf_counter() - started) * 1000)
+        for listener in self._listeners:
+            await listener(self.position)
+
+    def _read_ahead(self, position: int) -> None:
+        """Read the batch after `position` from the store while this one is being applied."""
+        self._drop_prefetch()
+        self._prefetch = (position, asyncio.create_task(
+            self._store.read_batch(position, self._batch_size)
+        ))
 
     async def step(self, until: int | None = None) -> bool:
         """Apply the next batch; False once there was nothing left to apply."""
         raise_if_cancelled()
         checkpoint = int(await self._redis.get(self._keys.checkpoint) or 0)
-        events = await self._store.read_batch(checkpoint, self._batch_size)
+        events = await self._read(checkpoint)
         if until is not None:
             events = [e for e in events if e.commit_position <= until]
         if not events:
@@ -119,13 +231,26 @@ class Projector:
         except WatchError:
             log.info("checkpoint moved under us (another projector?); re-reading")
             return True
-        self.position = events[-1].position
-        self.events_applied += len(events)
-        log.debug("projected %d events up to %d in %.1f ms", len(events), self.position,
-                  (time.perf_counter() - started) * 1000)
-        for listener in self._listeners:
-            await listener(self.position)
+        await self._committed(events, started)
         return True
+
+    async def _read(self, checkpoint: int) -> list[RecordedEvent]:
+        """The batch after `checkpoint`: the one read ahead if it starts there and is not empty."""
+        prefetched, self._prefetch = self._prefetch, None
+        if prefetched is not None:
+            start, task = prefetched
+            if start == checkpoint:
+                events = await task
+                if events:
+                    return events
+            else:
+                _discard(task)
+        return await self._store.read_batch(checkpoint, self._batch_size)
+
+    def _drop_prefetch(self) -> None:
+        if self._prefetch is not None:
+            _discard(self._prefetch[1])
+            self._prefetch = None
 
     async def _commit(self, checkpoint: int, events: list[RecordedEvent]) -> None:
         keys = projection.touched(events)
@@ -135,21 +260,29 @@ class Projector:
                 raise WatchError("checkpoint changed")
             raw = await pipe.mget([self._keys.doc(k) for k in keys]) if keys else []
             before: dict[DocKey, Doc | None] = {
-                k: json.loads(v) if v is not None else None for k, v in zip(keys, raw, strict=True)
+                k: orjson.loads(v) if v is not None else None
+                for k, v in zip(keys, raw, strict=True)
             }
             result = projection.apply(events, before)
             pipe.multi()  # type: ignore[no-untyped-call]
-            self._write(pipe, result.docs, result.changes, events)
-            position = events[-1].position
-            pipe.set(self._keys.checkpoint, position)
-            message = {
-                "from": checkpoint,
-                "position": position,
-                "changes": [c.to_json() for c in result.changes],
-                "events": [event_json(e) for e in events],
-            }
-            pipe.publish(self._keys.changes_channel, compact(message))
+            self._queue_batch(pipe, checkpoint, events, result)
             await pipe.execute()
+
+    def _queue_batch(
+        self, pipe: Any, checkpoint: int, events: list[RecordedEvent],
+        result: projection.BatchResult,
+    ) -> None:
+        """The batch's writes, its checkpoint and its PUBLISH, queued inside MULTI."""
+        changes = self._write(pipe, result.docs, result.changes, events)
+        position = events[-1].position
+        pipe.set(self._keys.checkpoint, position)
+        # {"from", "position", "changes": [Change.to_json()…], "events": [event_json()…]}, with
+        # each change's document serialised once, for its history entry and for this message
+        message = b'{"from":%d,"position":%d,"changes":[%b],"events":%b}' % (
+            checkpoint, position, b",".join(changes),
+            orjson.dumps([event_json(e) for e in events]),
+        )
+        pipe.publish(self._keys.changes_channel, message)
 
     def _write(
         self,
@@ -157,9 +290,38 @@ class Projector:
         docs: dict[DocKey, Doc | None],
         changes: list[Change],
         events: list[RecordedEvent],
-    ) -> None:
-        """Current state, indexes and time-travel history, a few commands per batch."""
-        current = {self._keys.doc(k): compact(d) for k, d in docs.items() if d is not None}
+    ) -> list[bytes]:
+        """Current state, indexes and time-travel history, a few commands per batch; returns
+        each change as JSON (`Change.to_json()`) for the batch's message."""
+        history: dict[str, dict[bytes, int]] = defaultdict(dict)
+        created: dict[str, dict[str, int]] = defaultdict(dict)
+        serialised: dict[int, bytes] = {}  # id(document) -> its JSON, each document once
+        out: list[bytes] = []
+        for change in changes:
+            key: DocKey = (change.entity, change.entity_id)
+            doc = change.doc
+            body = b""
+            if doc is not None:
+                body = serialised.get(id(doc)) or orjson.dumps(doc)
+                serialised[id(doc)] = body
+            history[self._keys.history(key)][b"%015d|%b" % (change.position, body)] = (
+                change.position
+            )
+            if change.kind == "CREATED":
+                created[self._keys.created(change.entity)][str(change.entity_id)] = change.position
+            previous = change.previous_location_id
+            out.append(
+                b'{"position":%d,"kind":"%b","entity":"%b","id":%d,"doc":%b,'
+                b'"previous_location_id":%b}' % (
+                    change.position, change.kind.encode(), change.entity.encode(),
+                    change.entity_id, body or b"null",
+                    b"null" if previous is None else b"%d" % previous,
+                )
+            )
+        current = {
+            self._keys.doc(k): serialised.get(id(d)) or orjson.dumps(d)
+            for k, d in docs.items() if d is not None
+        }
         gone = [self._keys.doc(k) for k, d in docs.items() if d is None]
         live: dict[str, dict[str, int]] = defaultdict(dict)
         dead: dict[str, list[int]] = defaultdict(list)
@@ -168,14 +330,6 @@ class Projector:
                 dead[self._keys.index(entity)].append(entity_id)
             else:
                 live[self._keys.index(entity)][str(entity_id)] = entity_id
-        history: dict[str, dict[str, int]] = defaultdict(dict)
-        created: dict[str, dict[str, int]] = defaultdict(dict)
-        for change in changes:
-            key: DocKey = (change.entity, change.entity_id)
-            body = compact(change.doc) if change.doc is not None else ""
-            history[self._keys.history(key)][f"{change.position:015d}|{body}"] = change.position
-            if change.kind == "CREATED":
-                created[self._keys.created(change.entity)][str(change.entity_id)] = change.position
         if current:
             pipe.mset(current)
         if gone:
@@ -184,25 +338,41 @@ class Projector:
             pipe.zadd(index, members)
         for index, ids in dead.items():
             pipe.zrem(index, *ids)
-        for history_key, entries in history.items():
-            pipe.zadd(history_key, entries)
+        if history:
+            args: list[bytes | int] = []
+            for versions in history.values():
+                args.append(len(versions))
+                for member, score in versions.items():
+                    args += (score, member)
+            pipe.eval(ADD_HISTORY, len(history), *history, *args)
         for created_key, entries in created.items():
             pipe.zadd(created_key, entries, nx=True)
         pipe.zadd(self._keys.commits, {f"{e.commit_position:015d}": micros(e.recorded_at)
-                                       for e in events})
+                                       for e in events if e.position == e.commit_position})
+        return out
 
 
-def compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+def compact(value: Any) -> bytes:
+    """Compact JSON (UTF-8), as every read-model value and message is written."""
+    return orjson.dumps(value)
 
 
 def event_json(event: RecordedEvent) -> dict[str, Any]:
     """An event as subscribers of the `events` feed receive it."""
     return {
         "position": event.position, "stream_id": event.stream_id, "version": event.version,
-        "type": event.type, "data": event.data, "recorded_at": event.recorded_at.isoformat(),
+        "type": event.type, "data": event.data, "recorded_at": iso(event.recorded_at),
         "correlation_id": event.metadata.get("correlation_id"),
     }
+
+
+def _discard(task: asyncio.Task[Any]) -> None:
+    """Drop a read-ahead nobody will use (its failure, if any, was only a read)."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" noise
+    else:
+        task.cancel()
 
 
 def raise_if_cancelled() -> None:

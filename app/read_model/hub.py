@@ -9,12 +9,13 @@ recover by itself, so none is ever left silently missing changes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from app.observability import SUBSCRIBERS
 from app.projections.documents import Change
@@ -33,7 +34,7 @@ class Batch:
 
     @classmethod
     def parse(cls, message: str) -> Batch:
-        raw = json.loads(message)
+        raw = orjson.loads(message)
         changes = [
             Change(c["position"], c["kind"], c["entity"], c["id"], c["doc"],
                    c.get("previous_location_id"))

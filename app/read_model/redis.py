@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from app.projections.documents import Doc, Entity, micros
@@ -42,13 +42,13 @@ return 0
 
 
 def _docs(raw: Sequence[Any]) -> list[Doc | None]:
-    return [json.loads(item) if item is not None else None for item in raw]
+    return [orjson.loads(item) if item is not None else None for item in raw]
 
 
 def _historic(member: str) -> Doc | None:
     """A history member `{position}|{document}`; empty: absent (not yet created, or removed)."""
     _, _, body = member.partition("|")
-    return json.loads(body) if body else None
+    return orjson.loads(body) if body else None
 
 
 class ReadModel:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 
 from redis.exceptions import RedisError
 
@@ -12,18 +14,25 @@ POLL_SECONDS = 0.25  # fallback when a pub/sub notice is missed (for example acr
 
 
 class CheckpointWaiter:
-    """Knows the newest projected position; woken by the projector's notices, polls as fallback."""
+    """Knows the newest projected position; woken by the projector's notices, polls as fallback.
+
+    Each waiting request holds a future in a heap ordered by the position it waits for, so an
+    advance wakes exactly the requests it satisfies (not every waiter to re-check).
+    """
 
     def __init__(self, read_model: ReadModel) -> None:
         self._read_model = read_model
         self.position = 0
-        self._advanced = asyncio.Condition()
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
 
     async def advance(self, position: int) -> None:
         if position > self.position:
             self.position = position
-            async with self._advanced:
-                self._advanced.notify_all()
+            while self._waiting and self._waiting[0][0] <= position:
+                future = heapq.heappop(self._waiting)[2]
+                if not future.done():
+                    future.set_result(None)
 
     async def wait_for(self, position: int, seconds: float) -> bool:
         """True once the read model holds `position`; False if `seconds` pass first."""
@@ -33,12 +42,10 @@ class CheckpointWaiter:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
+            future: asyncio.Future[None] = loop.create_future()
+            heapq.heappush(self._waiting, (position, next(self._order), future))
             try:
-                async with self._advanced:
-                    await asyncio.wait_for(
-                        self._advanced.wait_for(lambda: self.position >= position),
-                        min(remaining, POLL_SECONDS),
-                    )
+                await asyncio.wait_for(future, min(remaining, POLL_SECONDS))
             except TimeoutError:
                 try:
                     await self.advance(await self._read_model.checkpoint())

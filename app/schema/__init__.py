@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.extensions import (
+    AddValidationRules,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
+from app.auth import ANONYMOUS, READER, WRITER, AuthError, Principal
 from app.event_store.base import StoreUnavailable
-from app.observability import correlation_id
+from app.observability import REJECTIONS, correlation_id
+from app.schema.errors import ClientError
 from app.schema.mutations import Mutation
 from app.schema.queries import Query
 from app.schema.subscriptions import Subscription
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +85,50 @@ class Schema(strawberry.Schema):
             log.info("client error: %s (%s)", error.message, (error.extensions or {}).get("code"))
 
 
-def build_schema() -> Schema:
+class Authorize(SchemaExtension):
+    """Queries and subscriptions need the reader role, mutations the writer role.
+
+    The principal (or why there is none) was put in the context by the view: from the
+    Authorization header over HTTP, from connection_init over websockets. Nothing executes,
+    so nothing is written, when this refuses.
+    """
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context.context
+        error: AuthError | None = getattr(context, "auth_error", None)
+        principal: Principal | None = getattr(context, "principal", ANONYMOUS)
+        if error is None and principal is None:
+            error = AuthError("Authentication required.")
+        if error is not None:
+            REJECTIONS.labels("unauthenticated").inc()
+            raise ClientError(error.message, error.code)
+        assert principal is not None
+        mutation = self.execution_context.operation_type == OperationType.MUTATION
+        needed = WRITER if mutation else READER
+        if not principal.allows(needed):
+            REJECTIONS.labels("forbidden").inc()
+            raise ClientError(f"This operation needs the {needed} role.", "FORBIDDEN")
+        yield
+
+
+def build_schema(settings: Settings | None = None) -> Schema:
+    settings = settings or Settings()
+    # The limits' validation rules are made once: ValidationCache is keyed by the rule classes,
+    # and a limiter built per request would make new ones each time (and never hit the cache).
+    rules = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+    ]
+    if not settings.introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)  # what DisableIntrospection adds
+    extensions: list[Any] = [
+        lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
+        lambda: ParserCache(maxsize=256),
+        lambda: AddValidationRules(rules),
+        lambda: ValidationCache(maxsize=256),
+        Authorize,
+        lambda: MaskUnexpectedErrors(should_mask_error=is_unexpected),
+    ]
     return Schema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        extensions=[
-            lambda: ParserCache(maxsize=256),
-            lambda: ValidationCache(maxsize=256),
-            lambda: MaskUnexpectedErrors(should_mask_error=is_unexpected),
-        ],
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
     )

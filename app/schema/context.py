@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from strawberry.dataloader import DataLoader
 
+from app.auth import ANONYMOUS, AuthError, Principal
 from app.projections.documents import Doc, Entity
 
 if TYPE_CHECKING:
@@ -24,6 +25,12 @@ class Context:
     _historic: dict[tuple[Entity, int], DataLoader[int, Doc | None]] = field(
         init=False, default_factory=dict
     )
+    principal: Principal | None = ANONYMOUS
+    """Who asks (None: nobody authenticated yet); its name is the actor of written events."""
+    auth_error: AuthError | None = None
+    """Why the request is not authenticated, refused when an operation executes."""
+    connection_params: dict[str, Any] | None = None
+    """A websocket's connection_init payload (strawberry sets it)."""
 
     def __post_init__(self) -> None:
         read_model = self.services.read_model

@@ -128,7 +128,12 @@ async def execute(
 ) -> CommandResult | Any:
     """Run a command; a domain error becomes its union member, success waits for projection."""
     services = info.context.services
-    ctx = CommandContext(info.context.correlation_id, idempotency_key=idempotency_key)
+    principal = info.context.principal
+    ctx = CommandContext(
+        info.context.correlation_id,
+        actor=principal.name if principal is not None else None,
+        idempotency_key=idempotency_key,
+    )
     started, outcome = time.perf_counter(), "error"
     try:
         result = await handler(command, ctx)

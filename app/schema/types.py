@@ -115,6 +115,8 @@ class Event:
     data: JSON
     recorded_at: dt.datetime
     correlation_id: str | None
+    actor: str | None
+    """Who caused the event (an API key's name or a JWT's `sub`), when authentication is on."""
 
     @classmethod
     def from_json(cls, event: dict[str, Any]) -> Event:
@@ -123,7 +125,7 @@ class Event:
             position=event["position"], stream_id=event["stream_id"], version=event["version"],
             type=event["type"], data=event["data"],
             recorded_at=dt.datetime.fromisoformat(event["recorded_at"]),
-            correlation_id=event.get("correlation_id"),
+            correlation_id=event.get("correlation_id"), actor=event.get("actor"),
         )
 
     @classmethod
@@ -133,6 +135,7 @@ class Event:
             position=event.position, stream_id=event.stream_id, version=event.version,
             type=event.type, data=data, recorded_at=event.recorded_at,
             correlation_id=event.metadata.get("correlation_id"),
+            actor=event.metadata.get("actor"),
         )
 
 

@@ -7,7 +7,8 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
 from app.domain import commands as c
 from app.domain import events as e
@@ -22,7 +23,7 @@ from app.event_store.base import (
     IdempotencyRecord,
     NewEvent,
 )
-from app.service.repository import Repository
+from app.service.repository import Aggregate, Repository
 
 log = logging.getLogger(__name__)
 Reserve = Callable[[str], Awaitable[int]]
@@ -61,6 +62,51 @@ class IdempotencyKeyReused(DomainError):
     code = "IDEMPOTENCY_KEY_REUSED"
 
 
+@dataclass
+class Loads:
+    """The aggregates one decision reads: what this process remembers unless `fresh`.
+
+    A remembered aggregate may be stale (another process wrote since): the append's expected
+    versions catch that, and `used_cache` tells the caller to re-check an error on fresh state.
+    A stream the command means to create is assumed absent unless remembered: its expected
+    version 0 makes the append fail if it exists after all.
+    """
+
+    repo: Repository
+    fresh: bool
+    used_cache: bool = False
+    states: dict[str, Aggregate | None] = field(default_factory=dict)
+
+    async def location(self, location_id: int, new: bool = False) -> model.Location | None:
+        stream = e.location_stream(location_id)
+        if self._remembered(stream, new):
+            return cast(model.Location | None, self.states[stream])
+        state = await self.repo.location(location_id)
+        self.states[stream] = state
+        return state
+
+    async def employee(self, employee_id: int, new: bool = False) -> model.Employee | None:
+        stream = e.employee_stream(employee_id)
+        if self._remembered(stream, new):
+            return cast(model.Employee | None, self.states[stream])
+        state = await self.repo.employee(employee_id)
+        self.states[stream] = state
+        return state
+
+    def _remembered(self, stream: str, new: bool) -> bool:
+        if self.fresh:
+            return False
+        state = self.repo.cached(stream)
+        if state is None and not new:
+            return False
+        self.states[stream] = state
+        self.used_cache = True
+        return True
+
+
+Decide = Callable[[Reserve, Loads], Awaitable[Decision]]
+
+
 class CommandHandlers:
     """One public coroutine per command; each returns a CommandResult or raises a DomainError."""
 
@@ -71,20 +117,26 @@ class CommandHandlers:
         today: Callable[[], dt.date] = dt.date.today,
         max_retries: int = 10,
         snapshot_every: int = 100,
+        cache_size: int = 10_000,
     ) -> None:
         self._store = store
         self._schema = schema
-        self._repo = Repository(store, snapshot_every)
+        self._repo = Repository(store, snapshot_every, cache_size)
         self._today = today
         self._max_retries = max_retries
         self._reserved: dict[str, set[int]] = {}
 
+    @property
+    def repository(self) -> Repository:
+        """Where aggregates are loaded (its counters tell how: snapshots, events replayed)."""
+        return self._repo
+
     async def create_location(self, cmd: c.CreateLocation, ctx: CommandContext) -> CommandResult:
         model.validate_create_location(cmd)
 
-        async def decide(reserve: Reserve) -> Decision:
+        async def decide(reserve: Reserve, loads: Loads) -> Decision:
             location_id = cmd.location_id or await reserve("location")
-            existing = await self._repo.location(location_id)
+            existing = await loads.location(location_id, new=True)
             if cmd.location_id is None:
                 _raise_if_taken(e.location_stream(location_id), existing)
             new = model.create_location(cmd, location_id, existing)
@@ -96,12 +148,12 @@ class CommandHandlers:
     async def create_employee(self, cmd: c.CreateEmployee, ctx: CommandContext) -> CommandResult:
         model.validate_create_employee(cmd, self._today())
 
-        async def decide(reserve: Reserve) -> Decision:
+        async def decide(reserve: Reserve, loads: Loads) -> Decision:
             employee_id = cmd.employee_id or await reserve("employee")
-            existing = await self._repo.employee(employee_id)
+            existing = await loads.employee(employee_id, new=True)
             if cmd.employee_id is None:
                 _raise_if_taken(e.employee_stream(employee_id), existing)
-            location = await self._repo.location(cmd.location_id)
+            location = await loads.location(cmd.location_id)
             new = model.create_employee(cmd, employee_id, existing, location, self._today())
             stream = e.employee_stream(employee_id)
             expected = {stream: 0, e.location_stream(cmd.location_id): _version(location)}
@@ -114,31 +166,31 @@ class CommandHandlers:
     ) -> CommandResult:
         model.validate_assign(cmd)
 
-        async def decide(_reserve: Reserve) -> Decision:
-            employee = await self._repo.employee(cmd.employee_id)
-            location = await self._repo.location(cmd.location_id)
+        async def decide(_reserve: Reserve, loads: Loads) -> Decision:
+            employee = await loads.employee(cmd.employee_id)
+            location = await loads.location(cmd.location_id)
             new = model.assign_employee(cmd, employee, location)
-            return await self._employee_decision(cmd.employee_id, employee, new, location)
+            return await self._employee_decision(cmd.employee_id, employee, new, loads, location)
 
         return await self._execute(cmd, ctx, decide, cmd.expected_version)
 
     async def change_employee_job_title(
         self, cmd: c.ChangeEmployeeJobTitle, ctx: CommandContext
     ) -> CommandResult:
-        async def decide(_reserve: Reserve) -> Decision:
-            employee = await self._repo.employee(cmd.employee_id)
+        async def decide(_reserve: Reserve, loads: Loads) -> Decision:
+            employee = await loads.employee(cmd.employee_id)
             new = model.change_job_title(cmd, employee)
-            return await self._employee_decision(cmd.employee_id, employee, new)
+            return await self._employee_decision(cmd.employee_id, employee, new, loads)
 
         return await self._execute(cmd, ctx, decide, cmd.expected_version)
 
     async def terminate_employee(
         self, cmd: c.TerminateEmployee, ctx: CommandContext
     ) -> CommandResult:
-        async def decide(_reserve: Reserve) -> Decision:
-            employee = await self._repo.employee(cmd.employee_id)
+        async def decide(_reserve: Reserve, loads: Loads) -> Decision:
+            employee = await loads.employee(cmd.employee_id)
             new = model.terminate_employee(cmd, employee)
-            return await self._employee_decision(cmd.employee_id, employee, new)
+            return await self._employee_decision(cmd.employee_id, employee, new, loads)
 
         return await self._execute(cmd, ctx, decide, cmd.expected_version)
 
@@ -147,13 +199,14 @@ class CommandHandlers:
         employee_id: int,
         employee: model.Employee | None,
         new: list[e.DomainEvent],
+        loads: Loads,
         target: model.Location | None = None,
     ) -> Decision:
         """Events on the employee stream, guarded by every location stream the change relies on."""
         stream = e.employee_stream(employee_id)
         expected = {stream: _version(employee)}
         if employee is not None and employee.location_id is not None:
-            current = await self._repo.location(employee.location_id)
+            current = await loads.location(employee.location_id)
             expected[e.location_stream(employee.location_id)] = _version(current)
         if target is not None:
             expected[e.location_stream(target.location_id)] = target.version
@@ -165,7 +218,7 @@ class CommandHandlers:
         self,
         cmd: c.Command,
         ctx: CommandContext,
-        decide: Callable[[Reserve], Awaitable[Decision]],
+        decide: Decide,
         client_version: int | None = None,
     ) -> CommandResult:
         idempotency = await self._idempotency(cmd, ctx)
@@ -190,16 +243,18 @@ class CommandHandlers:
         self,
         cmd: c.Command,
         ctx: CommandContext,
-        decide: Callable[[Reserve], Awaitable[Decision]],
+        decide: Decide,
         reserve: Reserve,
         client_version: int | None,
         idempotency: IdempotencyRecord | None,
         causation_id: str,
     ) -> CommandResult:
-        for attempt in range(self._max_retries + 1):
+        attempt, fresh = 0, False
+        while attempt <= self._max_retries:
+            loads = Loads(self._repo, fresh)
             decision: Decision | None = None
             try:
-                decision = await decide(reserve)
+                decision = await decide(reserve, loads)
                 appended = await self._store.append(
                     [NewEvent(s, type(ev).__name__, to_data(ev),
                               self._schema.version_of(type(ev).__name__))
@@ -212,12 +267,23 @@ class CommandHandlers:
                 assert idempotency is not None
                 return self._replay(dup.record, idempotency)
             except ConcurrencyError as conflict:
+                self._repo.forget(decision.expected if decision is not None else loads.states)
+                fresh = True
                 guarded = decision.guarded_stream if decision is not None else None
                 if client_version is not None and conflict.stream_id == guarded:
                     raise Conflict(client_version, conflict.actual) from conflict
                 log.info("retrying %s after conflict on %s (attempt %d)",
                          type(cmd).__name__, conflict.stream_id, attempt + 1)
+                attempt += 1
                 continue
+            except DomainError:
+                if not loads.used_cache:
+                    raise
+                self._repo.forget(loads.states)  # decided on remembered state: check it afresh
+                fresh = True
+                continue
+            for stream, written in _by_stream(decision.events).items():
+                await self._repo.advance(stream, loads.states.get(stream), written)
             return CommandResult(decision.entity, decision.entity_id, appended.last_position)
         raise Conflict(None, None, f"Gave up after {self._max_retries} concurrent changes; retry.")
 
@@ -249,6 +315,13 @@ class CommandHandlers:
         return CommandResult(
             str(result["entity"]), int(result["id"]), previous.commit_position, replayed=True
         )
+
+
+def _by_stream(events: list[tuple[str, e.DomainEvent]]) -> dict[str, list[e.DomainEvent]]:
+    grouped: dict[str, list[e.DomainEvent]] = {}
+    for stream, event in events:
+        grouped.setdefault(stream, []).append(event)
+    return grouped
 
 
 def _raise_if_taken(stream_id: str, existing: model.Location | model.Employee | None) -> None:

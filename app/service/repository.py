@@ -1,32 +1,91 @@
-"""Loads aggregates from their streams, from the newest snapshot on, so long streams stay cheap."""
+"""Loads aggregates from their streams, from the newest snapshot on, so long streams stay cheap.
+
+An optional in-process cache keeps the aggregates this process last saw. Deciding on a cached
+aggregate is safe because every append states the expected version of each stream it relied on:
+a cached state that another writer made stale fails the append, and the command is decided again
+on fresh state. Errors decided on cached state are checked again on fresh state too (see
+`app/service/handlers.py`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
-from typing import Any, TypeVar
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
 from app.domain import events as e
 from app.domain.model import Employee, Location, evolve_employee, evolve_location
 from app.domain.schema import from_data
 from app.event_store.base import EventStore, Snapshot
 
+log = logging.getLogger(__name__)
 A = TypeVar("A", Location, Employee)
+Aggregate = Location | Employee
 
 
 class Repository:
     """Aggregates by id; writes a snapshot every `snapshot_every` events of a stream."""
 
-    def __init__(self, store: EventStore, snapshot_every: int = 100) -> None:
+    def __init__(
+        self, store: EventStore, snapshot_every: int = 100, cache_size: int = 0
+    ) -> None:
         self._store = store
         self._snapshot_every = snapshot_every
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, Aggregate] = OrderedDict()
+        self.snapshot_loads = 0
+        """Loads that started from a snapshot (for benchmarks and operators)."""
+        self.events_replayed = 0
+        """Events read from streams to rebuild aggregates."""
 
     async def location(self, location_id: int) -> Location | None:
         return await self._load(e.location_stream(location_id), Location, evolve_location)
 
     async def employee(self, employee_id: int) -> Employee | None:
         return await self._load(e.employee_stream(employee_id), Employee, evolve_employee)
+
+    def cached(self, stream_id: str) -> Aggregate | None:
+        """The aggregate as this process last saw it, if it still remembers it."""
+        state = self._cache.get(stream_id)
+        if state is not None:
+            self._cache.move_to_end(stream_id)
+        return state
+
+    def forget(self, stream_ids: Iterable[str]) -> None:
+        for stream_id in stream_ids:
+            self._cache.pop(stream_id, None)
+
+    async def advance(
+        self, stream_id: str, state: Aggregate | None, new: Iterable[e.DomainEvent]
+    ) -> None:
+        """`new` events were appended to the stream at `state`: remember the state after them."""
+        before = state.version if state is not None else 0
+        for event in new:
+            state = _evolve(stream_id, state, event)
+        if state is None:
+            return
+        self._remember(stream_id, state)
+        if self._crossed_snapshot(before, state.version):
+            try:
+                await self._store.save_snapshot(
+                    Snapshot(stream_id, state.version, _freeze(state))
+                )
+            except Exception as exc:  # the events are committed; a later load snapshots again
+                log.warning("could not save a snapshot of %s: %s", stream_id, exc)
+
+    def _remember(self, stream_id: str, state: Aggregate | None) -> None:
+        if self._cache_size <= 0:
+            return
+        if state is None:
+            self._cache.pop(stream_id, None)
+            return
+        self._cache[stream_id] = state
+        self._cache.move_to_end(stream_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     async def _load(
         self,
@@ -37,15 +96,25 @@ class Repository:
         snapshot = await self._store.load_snapshot(stream_id)
         state: A | None = _thaw(cls, snapshot.state) if snapshot else None
         after = snapshot.version if snapshot else 0
+        if snapshot is not None:
+            self.snapshot_loads += 1
         recorded = await self._store.read_stream(stream_id, after_version=after)
+        self.events_replayed += len(recorded)
         for event in recorded:
             state = evolve(state, from_data(event.type, event.data))
         if state is not None and recorded and self._crossed_snapshot(after, state.version):
             await self._store.save_snapshot(Snapshot(stream_id, state.version, _freeze(state)))
+        self._remember(stream_id, state)
         return state
 
     def _crossed_snapshot(self, before: int, now: int) -> bool:
         return now // self._snapshot_every > before // self._snapshot_every
+
+
+def _evolve(stream_id: str, state: Aggregate | None, event: e.DomainEvent) -> Aggregate | None:
+    if stream_id.startswith("location-"):
+        return evolve_location(cast(Location | None, state), event)
+    return evolve_employee(cast(Employee | None, state), event)
 
 
 def _freeze(state: Location | Employee) -> dict[str, Any]:

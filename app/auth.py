@@ -1,0 +1,158 @@
+"""Authentication (static API keys and JWTs) and the roles every operation needs.
+
+With AUTH_MODE=none everybody is an anonymous writer. With AUTH_MODE=token a request carries
+`Authorization: Bearer <token>` (a websocket: its connection_init payload `{"Authorization":
+"Bearer <token>"}` or `{"token": "<token>"}`); the token is one of API_KEYS or a JWT signed with
+JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256) whose `roles` (list or string) or `scope` (space
+separated) claim lists `reader` / `writer`. `writer` implies `reader`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from app.settings import Settings
+
+READER, WRITER = "reader", "writer"
+ROLES = (READER, WRITER)
+
+
+class AuthError(Exception):
+    """A request that is not authenticated (code UNAUTHENTICATED) or not allowed (FORBIDDEN)."""
+
+    def __init__(self, message: str, code: str = "UNAUTHENTICATED") -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: `name` is recorded as the actor of every event they cause."""
+
+    name: str | None
+    roles: frozenset[str]
+
+    def allows(self, role: str) -> bool:
+        return role in self.roles or (role == READER and WRITER in self.roles)
+
+
+ANONYMOUS = Principal(None, frozenset(ROLES))
+
+
+def _role(value: Any, where: str) -> str:
+    if value not in ROLES:
+        raise ValueError(f"API_KEYS: role of {where} must be reader or writer, not {value!r}")
+    return str(value)
+
+
+def key_name(secret: str) -> str:
+    """A name for a key that does not reveal it (recorded in events)."""
+    return "key-" + hashlib.sha256(secret.encode()).hexdigest()[:8]
+
+
+def parse_api_keys(text: str) -> dict[str, Principal]:
+    """`secret:role[:name],...` or a JSON object `{secret: role | {"role", "name"}}`."""
+    text = text.strip()
+    keys: dict[str, Principal] = {}
+    if not text:
+        return keys
+    if text.startswith("{"):
+        loaded = json.loads(text)
+        if not isinstance(loaded, dict):
+            raise ValueError("API_KEYS must be a JSON object")
+        for secret, spec in loaded.items():
+            entry = spec if isinstance(spec, Mapping) else {"role": spec}
+            role = _role(entry.get("role"), key_name(secret))
+            keys[secret] = Principal(str(entry.get("name") or key_name(secret)), frozenset([role]))
+        return keys
+    for item in text.split(","):
+        secret, _, rest = item.strip().partition(":")
+        role, _, name = rest.partition(":")
+        if not secret:
+            raise ValueError("API_KEYS: empty key")
+        role = _role(role, key_name(secret))
+        keys[secret] = Principal(name or key_name(secret), frozenset([role]))
+    return keys
+
+
+def parse_origins(text: str) -> list[str]:
+    """CORS_ORIGINS: comma-separated or a JSON list."""
+    text = text.strip()
+    if text.startswith("["):
+        return [str(origin) for origin in json.loads(text)]
+    return [origin.strip() for origin in text.split(",") if origin.strip()]
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.auth_mode == "token"
+        self.keys = parse_api_keys(settings.api_keys)
+        self.audience, self.issuer = settings.jwt_audience, settings.jwt_issuer
+        self.jwt_keys: list[tuple[str, str]] = []
+        if settings.jwt_secret:
+            self.jwt_keys.append(("HS256", settings.jwt_secret))
+        if settings.jwt_public_key:
+            self.jwt_keys.append(("RS256", settings.jwt_public_key.replace("\\n", "\n")))
+        if self.enabled and not self.keys and not self.jwt_keys:
+            raise ValueError("AUTH_MODE=token needs API_KEYS, JWT_SECRET or JWT_PUBLIC_KEY")
+
+    def from_header(self, authorization: str | None) -> Principal:
+        """The principal of an `Authorization` header value (anonymous when auth is off)."""
+        if not self.enabled:
+            return ANONYMOUS
+        if not authorization:
+            raise AuthError("Authentication required: send Authorization: Bearer <token>.")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("The Authorization header must be `Bearer <token>`.")
+        return self.from_token(token.strip())
+
+    def from_connection_params(self, params: Mapping[str, Any] | None) -> Principal:
+        """The principal of a websocket connection_init payload."""
+        if not self.enabled:
+            return ANONYMOUS
+        params = params or {}
+        token = params.get("token")
+        if isinstance(token, str) and token:
+            return self.from_token(token)
+        for name, value in params.items():
+            if name.lower() == "authorization" and isinstance(value, str):
+                return self.from_header(value)
+        raise AuthError("Authentication required: connection_init needs a token.")
+
+    def from_token(self, token: str) -> Principal:
+        for secret, principal in self.keys.items():
+            if hmac.compare_digest(secret.encode(), token.encode()):
+                return principal
+        if self.jwt_keys and token.count(".") == 2:
+            return self._from_jwt(token)
+        raise AuthError("Invalid token.")
+
+    def _from_jwt(self, token: str) -> Principal:
+        claims: dict[str, Any] | None = None
+        for algorithm, key in self.jwt_keys:
+            try:
+                claims = jwt.decode(
+                    token, key, algorithms=[algorithm], audience=self.audience,
+                    issuer=self.issuer,
+                    options={"require": ["exp"], "verify_aud": self.audience is not None},
+                )
+                break
+            except jwt.ExpiredSignatureError:
+                raise AuthError("The token has expired.") from None
+            except jwt.InvalidTokenError:
+                continue
+        if claims is None:
+            raise AuthError("Invalid token.")
+        raw = claims.get("roles", claims.get("scope", ""))
+        names = raw.split() if isinstance(raw, str) else raw if isinstance(raw, list) else []
+        roles = frozenset(str(r) for r in names if r in ROLES)
+        subject = claims.get("sub")
+        return Principal(str(subject) if subject is not None else None, roles)

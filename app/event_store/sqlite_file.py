@@ -1,0 +1,94 @@
+"""The SQLite hot paths on the standard `sqlite3` module, one thread hop per operation.
+
+Through SQLAlchemy + aiosqlite every statement costs several hops between the event loop and the
+driver's thread, plus SQLAlchemy's per-row type processing; an append took ~6 ms and reading a
+projection batch spent most of its time converting rows. Here a whole append group (BEGIN
+IMMEDIATE … COMMIT) is one call on a dedicated writer thread and a read is one call on a reader
+thread, each thread with its own connection to the same file. Rows are stored exactly as
+SQLAlchemy stores them (JSON text, `YYYY-MM-DD HH:MM:SS.ffffff` UTC times), so both paths read
+each other's rows. The schema itself is still created by SQLAlchemy (app/event_store/tables.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+EVENT_COLUMNS = ("position, stream_id, version, type, schema_version, data, metadata, "
+                 "recorded_at, commit_position")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
+
+
+class SqliteFile:
+    """A writer thread and a reader thread, each with its own connection to one database file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="event-store-write")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="event-store-read")
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit mode: transactions are explicit)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+            with self._guard:
+                self._connections.append(conn)
+        return conn
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, lambda: work(self.connection()))
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` inside BEGIN IMMEDIATE … COMMIT (ROLLBACK if it raises), on the writer thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._transaction, work)
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+        with self._guard:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+
+def file_of(database: str | None) -> str | None:
+    """The file of an SQLite URL's database, or None for an in-memory database."""
+    if not database or database == ":memory:" or "mode=memory" in database:
+        return None
+    return database
+
+
+def select_events(where: str, order: str = "position", limit: bool = False) -> str:
+    return (f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY {order}"
+            + (" LIMIT ?" if limit else ""))
+
+
+def rows_of(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()

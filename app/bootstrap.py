@@ -79,7 +79,9 @@ async def bootstrap(
         sqlite_file = settings.sqlite_path()
         if sqlite_file is not None:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-        store = await SqlEventStore.open(settings.database_url, default_schema())
+        store = await SqlEventStore.open(
+            settings.database_url, default_schema(), direct=settings.sqlite_direct
+        )
         stack.push_async_callback(store.close)
         redis = connect(url, health_check_interval=10)
         stack.push_async_callback(redis.aclose)

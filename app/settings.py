@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     projector_batch_size: int = 500
     projector_poll_seconds: float = 1.0
     snapshot_every: int = 100
+    sqlite_direct: bool = True
+    """SQLite files: appends and reads on sqlite3 threads; false: everything via aiosqlite."""
     aggregate_cache_size: int = 10_000
     """Aggregates each process remembers between commands (0: load every one from the store)."""
     run_projector: bool = True

@@ -55,9 +55,12 @@ async def fresh_postgres(url: str) -> None:
     await store.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=["sqlite", "sqlite-aiosqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
+    """`sqlite`: the direct sqlite3 hot paths; `sqlite-aiosqlite`: all through SQLAlchemy."""
+    if request.param.startswith("sqlite"):
         return sqlite_url(tmp_path)
     url = require(POSTGRES_URL, "TEST_POSTGRES_URL")
     await fresh_postgres(url)
@@ -65,8 +68,9 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SqlEventStore]:
-    opened = await SqlEventStore.open(store_url, default_schema())
+async def store(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[SqlEventStore]:
+    direct = request.node.callspec.params.get("store_url") != "sqlite-aiosqlite"
+    opened = await SqlEventStore.open(store_url, default_schema(), direct=direct)
     yield opened
     await opened.close()
 

@@ -146,7 +146,7 @@ def utc(value: dt.datetime) -> dt.datetime:
 class SqlEventStore:
     """EventStore over one SQLAlchemy async engine."""
 
-    def __init__(self, engine: AsyncEngine, schema: EventSchema) -> None:
+    def __init__(self, engine: AsyncEngine, schema: EventSchema, direct: bool = True) -> None:
         self._engine = engine
         self._schema = schema
         self._sqlite = engine.dialect.name == "sqlite"
@@ -154,12 +154,17 @@ class SqlEventStore:
         self._writer: asyncio.Task[None] | None = None  # one writer at a time: no busy-waiting
         self._listeners: list[AppendListener] = []
         path = file_of(engine.url.database) if self._sqlite else None
-        self._file = SqliteFile(path) if path is not None else None
+        # SQLite files: hot paths on sqlite3 directly unless `direct` is off (then aiosqlite).
+        self._file = SqliteFile(path) if path is not None and direct else None
         self._parsed: tuple[str, dt.datetime] = ("", dt.datetime.min)
 
     @classmethod
-    async def open(cls, url: str, schema: EventSchema) -> SqlEventStore:
-        """Connect, configure the dialect and create the tables if missing."""
+    async def open(cls, url: str, schema: EventSchema, direct: bool = True) -> SqlEventStore:
+        """Connect, configure the dialect and create the tables if missing.
+
+        `direct`: for an SQLite file, run appends and reads on sqlite3 threads of our own (one
+        thread hop per operation) instead of SQLAlchemy + aiosqlite; both write the same rows.
+        """
         if url.startswith("sqlite"):
             engine = create_async_engine(url, connect_args={"timeout": 30})
             _configure_sqlite(engine)
@@ -169,7 +174,7 @@ class SqlEventStore:
             if engine.dialect.name == "postgresql":
                 await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
             await conn.run_sync(metadata.create_all)
-        return cls(engine, schema)
+        return cls(engine, schema, direct)
 
     @property
     def dialect(self) -> str:

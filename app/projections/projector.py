@@ -363,6 +363,7 @@ def event_json(event: RecordedEvent) -> dict[str, Any]:
         "position": event.position, "stream_id": event.stream_id, "version": event.version,
         "type": event.type, "data": event.data, "recorded_at": iso(event.recorded_at),
         "correlation_id": event.metadata.get("correlation_id"),
+        "actor": event.metadata.get("actor"),
     }
 
 

@@ -17,6 +17,10 @@ COMMANDS = Histogram(
     "cqrs_command_seconds", "Command latency by command and outcome", ["command", "outcome"]
 )
 PROJECTED_POSITION = Gauge("cqrs_projection_position", "Last position committed to Redis")
+PROJECTION_BATCH = Histogram(
+    "cqrs_projection_batch_events", "Events per projected batch",
+    buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000, 5000),
+)
 APPENDS = Counter("cqrs_appends_total", "Appends committed by this process")
 SUBSCRIBERS = Gauge("cqrs_subscribers", "Subscriptions this process is feeding right now")
 REJECTIONS = Counter(

@@ -7,6 +7,7 @@ seconds) is known; the request id a client sends is the correlation id of the ev
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -66,3 +67,27 @@ async def test_metrics_report_the_projection_lag_in_events_and_seconds(
 
     events = await http.post("/graphql", json={"query": "{ events { correlationId actor } }"})
     assert events.json()["data"]["events"] == [{"correlationId": "lag-probe-1", "actor": None}]
+
+
+async def test_the_projector_logs_each_command_under_its_correlation_id_and_counts_batches(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    with running_server(
+        tmp_path_factory.mktemp("projector-log"), extra_env={"LOG_LEVEL": "DEBUG"}
+    ) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30.0) as client:
+            created = await client.post(
+                "/graphql",
+                headers={"X-Request-ID": "projector-probe-7"},
+                json={"query": 'mutation { createLocation(input: {streetAddress: "1 Main", '
+                               'city: "X", state: "Y", postalCode: "1"}) { __typename } }'},
+            )
+            assert created.json()["data"]["createLocation"]["__typename"] == "LocationPayload"
+            metrics = samples((await client.get("/metrics")).text)
+        assert metrics["cqrs_projection_batch_events_count"] >= 1
+        logged = [
+            json.loads(line) for line in server.log_path.read_text().splitlines()
+            if line.startswith("{") and "projected the command ending at" in line
+        ]
+        assert {"message": "projected the command ending at 1",
+                "correlation_id": "projector-probe-7"}.items() <= logged[0].items()

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
+from app.observability import PROJECTION_BATCH
 from app.projections import batch as projection
 from app.projections.documents import Change, Doc, DocKey, iso, micros
 from app.read_model.keys import Keys
@@ -203,8 +204,14 @@ class Projector:
     async def _committed(self, events: list[RecordedEvent], started: float) -> None:
         self.position = events[-1].position
         self.events_applied += len(events)
+        PROJECTION_BATCH.observe(len(events))
         log.debug("projected %d events up to %d in %.1f ms", len(events), self.position,
                   (time.perf_counter() - started) * 1000)
+        if log.isEnabledFor(logging.DEBUG):  # one line per command, under its correlation id
+            for event in events:
+                if event.position == event.commit_position:
+                    request = {"correlation_id": event.metadata.get("correlation_id")}
+                    log.debug("projected the command ending at %d", event.position, extra=request)
         for listener in self._listeners:
             await listener(self.position)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import BlockingConnectionPool, Connection
 from redis.utils import HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:
@@ -32,8 +32,20 @@ class HiredisPackingConnection(Connection):
             return super().pack_command(*args)
 
 
+MAX_CONNECTIONS = 200
+POOL_WAIT_SECONDS = 10.0
+
+
 def connect(url: str, **options: Any) -> Redis:
-    """A client for `url` (decoded responses), packing commands with hiredis if it is there."""
+    """A client for `url` (decoded responses), packing commands with hiredis if it is there.
+
+    Its pool blocks (up to POOL_WAIT_SECONDS) when all MAX_CONNECTIONS are busy, so a burst of
+    requests waits for a connection instead of failing.
+    """
     if HIREDIS_AVAILABLE and url.startswith("redis://"):
         options.setdefault("connection_class", HiredisPackingConnection)
-    return Redis.from_url(url, decode_responses=True, **options)
+    pool = BlockingConnectionPool.from_url(
+        url, decode_responses=True, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS,
+        **options,
+    )
+    return Redis.from_pool(pool)

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 EVENT_COLUMNS = ("position, stream_id, version, type, schema_version, data, metadata, "
@@ -88,7 +88,3 @@ def file_of(database: str | None) -> str | None:
 def select_events(where: str, order: str = "position", limit: bool = False) -> str:
     return (f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY {order}"
             + (" LIMIT ?" if limit else ""))
-
-
-def rows_of(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
-    return conn.execute(sql, params).fetchall()

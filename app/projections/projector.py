@@ -359,11 +359,6 @@ class Projector:
         return out
 
 
-def compact(value: Any) -> bytes:
-    """Compact JSON (UTF-8), as every read-model value and message is written."""
-    return orjson.dumps(value)
-
-
 def event_json(event: RecordedEvent) -> dict[str, Any]:
     """An event as subscribers of the `events` feed receive it."""
     return {

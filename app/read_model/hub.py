@@ -104,10 +104,6 @@ class ChangeHub:
         self._queue_size = queue_size
         self._subscribers: set[Subscriber] = set()
         self.position: int | None = None
-        self.listeners: list[Callable[[Batch], None]] = []
-
-    def __len__(self) -> int:
-        return len(self._subscribers)
 
     def subscribe(
         self, heals_gaps: bool = False, wants: Callable[[Batch], bool] = lambda _batch: True
@@ -133,8 +129,6 @@ class ChangeHub:
         if self.position is not None and batch.position <= self.position:
             return  # already delivered (a replayed message)
         self.position = batch.position
-        for listener in self.listeners:
-            listener(batch)
         for subscriber in list(self._subscribers):
             subscriber.offer(batch)
 

@@ -16,7 +16,10 @@ from app.domain.schema import default_schema
 from app.embedded_redis import EmbeddedValkey
 from app.event_store.sqlalchemy import SqlEventStore
 from app.observability import APPENDS, PROJECTED_POSITION
+from app.projections.generations import Generations
+from app.projections.leader import Lease
 from app.projections.projector import Projector
+from app.projections.runner import ProjectionRunner
 from app.read_model.client import connect
 from app.read_model.hub import Batch, ChangeHub
 from app.read_model.keys import Keys
@@ -37,9 +40,14 @@ class Services:
     read_model: ReadModel
     waiter: CheckpointWaiter
     handlers: CommandHandlers
-    projector: Projector
+    runner: ProjectionRunner
     hub: ChangeHub
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def projector(self) -> Projector:
+        """The projector of the generation queries read (run by `runner` while leading)."""
+        return self.runner.projector
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run `work` in the background for as long as the services live."""
@@ -86,17 +94,28 @@ async def bootstrap(
         redis = connect(url, health_check_interval=10)
         stack.push_async_callback(redis.aclose)
         keys = Keys(settings.redis_prefix)
-        read_model = ReadModel(redis, keys)
-        waiter = CheckpointWaiter(read_model)
-        projector = Projector(
-            store, redis, keys, settings.projector_batch_size, settings.projector_poll_seconds
+        runner = ProjectionRunner(
+            store, redis, keys,
+            Generations(store, redis, keys, settings.projector_batch_size,
+                        settings.rebuild_grace_seconds),
+            Lease(redis, keys.leader, settings.leader_lease_seconds),
+            settings.projector_batch_size, settings.projector_poll_seconds,
+            settings.damage_check_seconds,
         )
+        stack.push_async_callback(runner.close)
+        try:
+            generation = await runner.prepare()
+        except (RedisError, OSError) as error:  # the listener follows the pointer once it is up
+            log.warning("read model unavailable at start-up: %s", error)
+            generation = 0
+        read_model = ReadModel(redis, keys.at(generation))
+        waiter = CheckpointWaiter(read_model)
         handlers = CommandHandlers(
             store, default_schema(), max_retries=settings.command_max_retries,
             snapshot_every=settings.snapshot_every, cache_size=settings.aggregate_cache_size,
         )
         hub = ChangeHub(settings.subscription_queue_size)
-        services = Services(settings, store, redis, read_model, waiter, handlers, projector, hub)
+        services = Services(settings, store, redis, read_model, waiter, handlers, runner, hub)
         stack.push_async_callback(_cancel_all, services)
         if follow:
             _wire(services, run_projector)
@@ -105,15 +124,18 @@ async def bootstrap(
 
 def _wire(services: Services, run_projector: bool) -> None:
     keys = services.read_model.keys
-    projector, waiter = services.projector, services.waiter
+    runner, waiter = services.runner, services.waiter
 
     async def on_changes(message: str) -> None:
         batch = Batch.parse(message)
+        if batch.generation is not None:  # a rebuild switched queries to a new generation
+            services.read_model.use_generation(batch.generation)
         services.hub.publish(batch)
         await waiter.advance(batch.position)
 
     async def resync() -> None:
         """(Re)subscribed: anything published while we were away is a gap the hub must see."""
+        await services.read_model.follow_pointer()
         checkpoint = await services.read_model.checkpoint()
         known = services.hub.position
         if known is not None and checkpoint > known:
@@ -133,13 +155,14 @@ def _wire(services: Services, run_projector: bool) -> None:
         """One announcement per burst: a group commit calls `appended` once per command."""
         while head["appended"] > head["announced"]:
             position = head["appended"]
-            await _announce(services, position, notify=not run_projector)
+            # announced even beside a local projector: it may not be the one holding the lease
+            await _announce(services, position)
             head["announced"] = position
 
     def appended(position: int) -> None:
         APPENDS.inc()
         if run_projector:
-            projector.wake(position)
+            runner.wake(position)
         head["appended"] = max(head["appended"], position)
         if not announcing or announcing[0].done():
             announcing[:] = [services.spawn(announce(), "announce")]
@@ -147,33 +170,37 @@ def _wire(services: Services, run_projector: bool) -> None:
     services.store.on_append(appended)
     services.spawn(listen(services.redis, keys.changes_channel, on_changes, resync), "changes")
     if run_projector:
-        projector.on_checkpoint(projected)
-        services.spawn(projector.run(), "projector")
+        runner.on_checkpoint(projected)
+        _follow_appends(services)
+        services.spawn(runner.run(), "projector")
+
+
+def _follow_appends(services: Services) -> None:
+    """Wake the local projector on every other process's append notice."""
+
+    async def wake(_message: str) -> None:
+        services.runner.wake()
+
+    async def catch_up() -> None:
+        services.runner.wake()
+
+    channel = services.read_model.keys.appended_channel
+    services.spawn(listen(services.redis, channel, wake, catch_up), "appended")
 
 
 async def run_projector_alone(services: Services) -> None:
-    """The `project` command: follow the store, woken by other processes' append notices."""
-    keys = services.read_model.keys
-
-    async def wake(_message: str) -> None:
-        services.projector.wake()
-
-    async def catch_up() -> None:
-        services.projector.wake()
-
-    services.spawn(listen(services.redis, keys.appended_channel, wake, catch_up), "appended")
-    await services.projector.run()
+    """The `project` command: lead (or stand by), woken by other processes' append notices."""
+    _follow_appends(services)
+    await services.runner.run()
 
 
-async def _announce(services: Services, position: int, notify: bool) -> None:
-    """Tell Redis the store's new head; wake a projector in another process if there is one.
+async def _announce(services: Services, position: int) -> None:
+    """Tell Redis the store's new head and wake the projector, in whichever process it runs.
 
     Best effort: without Redis the projector finds the events by polling once Redis is back.
     """
     try:
-        await services.read_model.note_head(position)
-        if notify:
-            await services.redis.publish(services.read_model.keys.appended_channel, position)
+        await services.read_model.note_head(position, announce=True)
     except (RedisError, OSError) as error:
         log.warning("could not announce position %d: %s", position, error)
 

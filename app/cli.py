@@ -1,4 +1,4 @@
-"""`python -m app …`: serve, project, status, seed-demo, export-schema."""
+"""`python -m app …`: serve, project, rebuild, status, seed-demo, export-schema."""
 
 from __future__ import annotations
 
@@ -22,7 +22,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--no-projector", action="store_true", help="API only")
-    commands.add_parser("project", help="run the projector only")
+    commands.add_parser("project", help="run the projector only (one leads, others stand by)")
+    rebuild = commands.add_parser(
+        "rebuild", help="rebuild the read model from position 0 into new keys and switch to it"
+    )
+    rebuild.add_argument("--keep-old", action="store_true",
+                         help="leave the retired generation's keys in Redis")
     commands.add_parser("status", help="print projection position, head and lag")
     seed = commands.add_parser("seed-demo", help="create demo locations and employees")
     seed.add_argument("--locations", type=int, default=5)
@@ -41,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_json)
     if args.command == "serve":
         return _serve(settings, args)
-    runners = {"project": _project, "status": _status, "seed-demo": _seed}
+    runners = {"project": _project, "rebuild": _rebuild, "status": _status, "seed-demo": _seed}
     try:
         return asyncio.run(runners[args.command](settings, args))
     except KeyboardInterrupt:
@@ -95,15 +100,49 @@ async def _project(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    """Blue/green: the live read model keeps answering until the new one is complete."""
+    from app.bootstrap import bootstrap
+    from app.projections.generations import Progress
+
+    def show(progress: Progress) -> None:
+        eta = "?" if progress.eta is None else f"{progress.eta:.0f} s"
+        _progress(progress.position, progress.head,
+                  f"generation {progress.generation}  {progress.rate:,.0f} events/s  ETA {eta}")
+
+    async with bootstrap(settings, run_projector=False, follow=False) as services:
+        generations = services.runner.generations
+        generation, retired = await generations.rebuild("`python -m app rebuild`", show)
+        print(file=sys.stderr)
+        print(f"switched to generation {generation}", file=sys.stderr)
+        if args.keep_old:
+            return 0
+        stale = sorted({*([retired] if retired is not None else []),
+                        *await generations.stale()})
+        if stale:
+            print(f"deleting generation(s) {', '.join(map(str, stale))} in "
+                  f"{generations.grace_seconds:g} s", file=sys.stderr)
+            await asyncio.sleep(generations.grace_seconds)
+            for old in stale:
+                await generations.drop(old)
+    return 0
+
+
 async def _status(settings: Settings, _args: argparse.Namespace) -> int:
     from app.bootstrap import bootstrap
 
     async with bootstrap(settings, run_projector=False, follow=False) as services:
+        keys = services.read_model.keys
         position = await services.read_model.checkpoint()
         head = await services.store.head_position()
+        leader, rebuilding = await services.redis.mget(keys.leader, keys.rebuilding)
+        leader, rebuilding = str(leader or "none"), str(rebuilding or "no")
         print(f"projected position: {position}")
         print(f"event store head:   {head}")
         print(f"lag:                {head - position}")
+        print(f"generation:         {keys.generation}")
+        print(f"projector leader:   {leader}")
+        print(f"rebuilding:         {rebuilding}")
     return 0
 
 
@@ -151,7 +190,8 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(done: int, total: int) -> None:
+def _progress(done: int, total: int, note: str = "") -> None:
     width = 30
-    filled = width * done // max(total, 1)
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr)
+    filled = width * min(done, total) // max(total, 1)
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {note}", end="",
+          file=sys.stderr)

@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     command_max_retries: int = 10
     projector_batch_size: int = 500
     projector_poll_seconds: float = 1.0
+    leader_lease_seconds: float = 3.0
+    """A standby projector takes over at most this long after the active one died."""
+    rebuild_grace_seconds: float = 10.0
+    """A retired read-model generation is deleted this long after the switch."""
+    damage_check_seconds: float = 5.0
+    """How often the active projector audits the read model for lost keys."""
     snapshot_every: int = 100
     sqlite_direct: bool = True
     """SQLite files: appends and reads on sqlite3 threads; false: everything via aiosqlite."""

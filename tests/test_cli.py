@@ -13,11 +13,13 @@ from tests.server import app_env
 TIMEOUT_SECONDS = 120
 
 
-def run_cli(work_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    work_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m app <args>` with all its state under `work_dir`; fails the test on timeout."""
     result = subprocess.run(
         [sys.executable, "-m", "app", *args],
-        cwd=work_dir, env=app_env(work_dir), capture_output=True, text=True,
+        cwd=work_dir, env=app_env(work_dir, extra=env), capture_output=True, text=True,
         timeout=TIMEOUT_SECONDS, check=False,
     )
     assert result.returncode == 0, (
@@ -88,11 +90,38 @@ def test_seed_demo_then_status_reports_the_head_and_no_lag(tmp_path: Path) -> No
 
     status = run_cli(tmp_path, "status")
     # 3 LocationCreated + 10 * (EmployeeCreated + EmployeeAssignedToLocation) = 23 events.
+    # No projector runs after seed-demo exits: no leader; the first generation was built live.
     assert status.stdout.splitlines() == [
         "projected position: 23",
         "event store head:   23",
         "lag:                0",
+        "generation:         1",
+        "projector leader:   none",
+        "rebuilding:         no",
     ]
     assert not (tmp_path / "var" / "valkey" / "server.json").exists(), (
         "a CLI command left its embedded Valkey running"
     )
+
+
+def test_rebuild_builds_a_new_generation_with_progress_switches_and_deletes_the_old(
+    tmp_path: Path,
+) -> None:
+    run_cli(tmp_path, "seed-demo", "--locations", "3", "--employees", "10")
+    before = run_cli(tmp_path, "status").stdout
+
+    rebuilt = run_cli(tmp_path, "rebuild", env={"REBUILD_GRACE_SECONDS": "0.1"})
+
+    # progress with a rate and an ETA, the switch, and the retired generation deleted
+    assert "23/23" in rebuilt.stderr
+    assert "events/s" in rebuilt.stderr and "ETA" in rebuilt.stderr
+    assert "switched to generation 2" in rebuilt.stderr
+    assert "deleting generation(s) 1 in 0.1 s" in rebuilt.stderr
+    after = run_cli(tmp_path, "status").stdout
+    assert "generation:         1" in before
+    assert after.splitlines()[:4] == [
+        "projected position: 23",
+        "event store head:   23",
+        "lag:                0",
+        "generation:         2",
+    ]

@@ -4,6 +4,11 @@ Each batch is read from the checkpoint C, applied with WATCH on the checkpoint, 
 one MULTI/EXEC together with the new checkpoint and the PUBLISH of its changes. If any other
 projector moved the checkpoint in between, EXEC aborts and nothing is applied: a crash or a race
 can neither apply an event twice nor skip one.
+
+On a generation of the read model (see `app.read_model.keys`), a live projector also WATCHes the
+generation pointer: once a rebuild switched queries to a new generation, no batch lands in the
+old one, and the projector says so (`GenerationChanged`). A checkpoint or pointer that vanished
+(Redis flushed or replaced) is `ReadModelDamaged`: the caller rebuilds.
 """
 
 from __future__ import annotations
@@ -49,7 +54,20 @@ end
 return #KEYS
 """
 CheckpointListener = Callable[[int], Awaitable[None]]
+Audit = Callable[[], Awaitable[None]]
 TRANSIENT = (StoreUnavailable, RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class ReadModelDamaged(Exception):
+    """The read model lost keys it cannot be without (its checkpoint, its pointer, documents)."""
+
+
+class GenerationChanged(Exception):
+    """Queries were switched to another generation: this projector's generation is retired."""
+
+    def __init__(self, generation: int) -> None:
+        super().__init__(f"the read model moved to generation {generation}")
+        self.generation = generation
 
 
 class Projector:
@@ -60,10 +78,15 @@ class Projector:
         keys: Keys,
         batch_size: int = 500,
         poll_interval: float = 1.0,
+        live: bool = True,
     ) -> None:
+        """`live`: publish each batch and (on a generation) apply only while queries read it;
+        not live: fill a generation that is being rebuilt, silently."""
         self._store = store
         self._redis = redis
         self._keys = keys
+        self._live = live
+        self._fenced = live and keys.generation is not None
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
@@ -79,15 +102,27 @@ class Projector:
     def on_checkpoint(self, listener: CheckpointListener) -> None:
         self._listeners.append(listener)
 
-    async def run(self) -> None:
-        """Catch up, then follow live until cancelled; survives store and Redis outages."""
+    @property
+    def keys(self) -> Keys:
+        return self._keys
+
+    async def run(self, audit: Audit | None = None, audit_every: float = 5.0) -> None:
+        """Catch up, then follow live until cancelled; survives store and Redis outages.
+
+        `audit` (every `audit_every` seconds) may raise `ReadModelDamaged`, which ends the run
+        like a vanished checkpoint or a switched generation do.
+        """
         await self.check_consistency()
         backoff = 0.1
+        audited = time.monotonic()
         try:
             while True:
                 try:
                     await self.catch_up()
                     backoff = 0.1
+                    if audit is not None and time.monotonic() - audited >= audit_every:
+                        await audit()
+                        audited = time.monotonic()
                 except TRANSIENT as exc:
                     log.warning("projector paused: %s; retrying in %.1fs", exc, backoff)
                     await asyncio.sleep(backoff)
@@ -105,6 +140,10 @@ class Projector:
         checkpoint = int(await self._redis.get(self._keys.checkpoint) or 0)
         head = await self._store.head_position()
         if checkpoint > head:
+            if self._keys.generation is not None:
+                raise ReadModelDamaged(
+                    f"the read model is at {checkpoint} but the event store ends at {head}"
+                )
             log.warning(
                 "read model is at %d but the event store ends at %d: clearing it", checkpoint, head
             )
@@ -140,7 +179,7 @@ class Projector:
         carried) or ones a rival changed (then the checkpoint moved and N+1 aborts). True when
         a rival moved the checkpoint: the caller starts again from the checkpoint in Redis.
         """
-        checkpoint = int(await self._redis.get(self._keys.checkpoint) or 0)
+        checkpoint = await self.checkpoint()
         carried: dict[DocKey, Doc | None] = {}
         writing: asyncio.Task[None] | None = None
         written: list[RecordedEvent] = []
@@ -194,9 +233,7 @@ class Projector:
     ) -> None:
         """One batch in one MULTI/EXEC, if the checkpoint is still `checkpoint`."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(self._keys.checkpoint)
-            if int(await pipe.get(self._keys.checkpoint) or 0) != checkpoint:
-                raise WatchError("checkpoint changed")
+            await self._watch(pipe, checkpoint)
             pipe.multi()  # type: ignore[no-untyped-call]
             self._queue_batch(pipe, checkpoint, events, result)
             await pipe.execute()
@@ -215,6 +252,40 @@ class Projector:
         for listener in self._listeners:
             await listener(self.position)
 
+    async def checkpoint(self) -> int:
+        """Where this read model stands; on a generation, also checks that it is intact and
+        (when live) still the one queries read."""
+        if self._keys.generation is None:
+            return int(await self._redis.get(self._keys.checkpoint) or 0)
+        raw, pointer = await self._redis.mget(
+            [self._keys.checkpoint, self._keys.generation_pointer]
+        )
+        return self._verified(raw, pointer)
+
+    def _verified(self, raw: Any, pointer: Any) -> int:
+        generation = self._keys.generation
+        if raw is None:
+            raise ReadModelDamaged(f"the checkpoint of generation {generation} is missing")
+        if self._fenced:
+            if pointer is None:
+                raise ReadModelDamaged("the generation pointer is missing")
+            if int(pointer) != generation:
+                raise GenerationChanged(int(pointer))
+        return int(raw)
+
+    async def _watch(self, pipe: Any, checkpoint: int) -> None:
+        """WATCH what a batch depends on; WatchError if it already moved (the caller re-reads)."""
+        if self._fenced:
+            await pipe.watch(self._keys.checkpoint, self._keys.generation_pointer)
+            raw, pointer = await pipe.mget(self._keys.checkpoint, self._keys.generation_pointer)
+            intact = raw is not None and pointer is not None
+            if not intact or int(pointer) != self._keys.generation or int(raw) != checkpoint:
+                raise WatchError("checkpoint or generation changed")
+            return
+        await pipe.watch(self._keys.checkpoint)
+        if int(await pipe.get(self._keys.checkpoint) or 0) != checkpoint:
+            raise WatchError("checkpoint changed")
+
     def _read_ahead(self, position: int) -> None:
         """Read the batch after `position` from the store while this one is being applied."""
         self._drop_prefetch()
@@ -225,7 +296,7 @@ class Projector:
     async def step(self, until: int | None = None) -> bool:
         """Apply the next batch; False once there was nothing left to apply."""
         raise_if_cancelled()
-        checkpoint = int(await self._redis.get(self._keys.checkpoint) or 0)
+        checkpoint = await self.checkpoint()
         events = await self._read(checkpoint)
         if until is not None:
             events = [e for e in events if e.commit_position <= until]
@@ -262,9 +333,7 @@ class Projector:
     async def _commit(self, checkpoint: int, events: list[RecordedEvent]) -> None:
         keys = projection.touched(events)
         async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(self._keys.checkpoint)
-            if int(await pipe.get(self._keys.checkpoint) or 0) != checkpoint:
-                raise WatchError("checkpoint changed")
+            await self._watch(pipe, checkpoint)
             raw = await pipe.mget([self._keys.doc(k) for k in keys]) if keys else []
             before: dict[DocKey, Doc | None] = {
                 k: orjson.loads(v) if v is not None else None
@@ -283,6 +352,8 @@ class Projector:
         changes = self._write(pipe, result.docs, result.changes, events)
         position = events[-1].position
         pipe.set(self._keys.checkpoint, position)
+        if not self._live:
+            return
         # {"from", "position", "changes": [Change.to_json()…], "events": [event_json()…]}, with
         # each change's document serialised once, for its history entry and for this message
         message = b'{"from":%d,"position":%d,"changes":[%b],"events":%b}' % (

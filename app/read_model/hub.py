@@ -31,6 +31,7 @@ class Batch:
     position: int
     changes: list[Change]
     events: list[dict[str, Any]]
+    generation: int | None = None  # set on the notice of a switch to a rebuilt read model
 
     @classmethod
     def parse(cls, message: str) -> Batch:
@@ -40,7 +41,8 @@ class Batch:
                    c.get("previous_location_id"))
             for c in raw.get("changes", [])
         ]
-        return cls(raw.get("from", 0), raw["position"], changes, raw.get("events", []))
+        return cls(raw.get("from", 0), raw["position"], changes, raw.get("events", []),
+                   raw.get("generation"))
 
 
 class SubscriptionClosed(Exception):

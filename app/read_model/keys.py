@@ -4,6 +4,13 @@ Current state is one JSON document per entity (`{p}:location:{id}`, `{p}:employe
 with MGET) plus sorted sets of live ids scored by id. Time travel reads beside them: per entity a
 history sorted set of its documents scored by commit position, per kind a creation index, and
 one sorted set mapping commit positions to their `recorded_at`.
+
+The service keeps its read model in generations (blue/green): the data of generation N lives
+under `{base}:g{N}`, and `{base}:generation` names the one queries read. A rebuild fills a new
+generation beside the live one and switches the pointer in one transaction. Channels, the head
+position, the pointer, the projector's leader lease and the rebuild status stay under `{base}`.
+`Keys(base)` alone (no generation) puts the data directly under `{base}`: one fixed read model,
+as tests and benchmarks use it.
 """
 
 from __future__ import annotations
@@ -12,15 +19,28 @@ from app.projections.documents import DocKey
 
 
 class Keys:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, base: str, generation: int | None = None) -> None:
+        self.base = base
+        self.generation = generation
+        prefix = base if generation is None else f"{base}:g{generation}"
         self.prefix = prefix
         self.checkpoint = f"{prefix}:checkpoint"
         self.locations = f"{prefix}:locations"
         self.employees = f"{prefix}:employees"
-        self.changes_channel = f"{prefix}:changes"
-        self.appended_channel = f"{prefix}:appended"
         self.commits = f"{prefix}:commits"
-        self.head = f"{prefix}:head"
+        # shared by every generation
+        self.changes_channel = f"{base}:changes"
+        self.appended_channel = f"{base}:appended"
+        self.head = f"{base}:head"
+        self.generation_pointer = f"{base}:generation"
+        self.generation_counter = f"{base}:generations"
+        self.leader = f"{base}:projector:leader"
+        self.rebuilding = f"{base}:rebuilding"
+        self.unbuilt = f"{base}:unbuilt"  # a generation created empty over a non-empty log
+
+    def at(self, generation: int) -> Keys:
+        """The keys of generation `generation` of this read model."""
+        return Keys(self.base, generation)
 
     def doc(self, key: DocKey) -> str:
         return f"{self.prefix}:{key[0]}:{key[1]}"
@@ -41,5 +61,5 @@ class Keys:
         return self.locations if entity == "location" else self.employees
 
     def pattern(self) -> str:
-        """A SCAN pattern matching every key of this read model."""
+        """A SCAN pattern matching every key of this read model (of its generation, if any)."""
         return f"{self.prefix}:*"

@@ -58,12 +58,33 @@ class ReadModel:
         self._latest_at = redis.register_script(LATEST_AT)
         self._raise_to = redis.register_script(RAISE_TO)
 
+    def use_generation(self, generation: int) -> None:
+        """Read generation `generation` from now on (after a rebuild switched to it)."""
+        if generation != self.keys.generation:
+            self.keys = self.keys.at(generation)
+
+    async def follow_pointer(self) -> None:
+        """Read whichever generation the pointer names (unchanged while there is none)."""
+        raw = await self._redis.get(self.keys.generation_pointer)
+        if raw is not None:
+            self.use_generation(int(raw))
+
+    async def rebuilding(self) -> bool:
+        return bool(await self._redis.exists(self.keys.rebuilding))
+
     async def checkpoint(self) -> int:
         return int(await self._redis.get(self.keys.checkpoint) or 0)
 
-    async def note_head(self, position: int) -> None:
-        """Record that the event store has reached `position` (for status without SQL)."""
-        await self._raise_to(keys=[self.keys.head], args=[position])
+    async def note_head(self, position: int, announce: bool = False) -> None:
+        """Record that the event store has reached `position` (for status without SQL), and
+        (`announce`) wake the projector, in whichever process it runs, in the same round trip."""
+        if not announce:
+            await self._raise_to(keys=[self.keys.head], args=[position])
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._raise_to(keys=[self.keys.head], args=[position], client=pipe)
+            pipe.publish(self.keys.appended_channel, position)
+            await pipe.execute()
 
     async def head(self) -> int:
         """The newest appended position any writer reported (at least the checkpoint)."""

@@ -148,5 +148,6 @@ class Query:
         position = await services.read_model.checkpoint()
         head = await services.read_model.head()
         return ProjectionStatus(
-            position=position, head_position=head, lag=max(head - position, 0), rebuilding=False
+            position=position, head_position=head, lag=max(head - position, 0),
+            rebuilding=await services.read_model.rebuilding(),
         )

@@ -1,0 +1,105 @@
+"""Leader election for projectors: a Redis lease that exactly one process holds at a time.
+
+The holder renews the lease well before it expires; a process that dies stops renewing and a
+standby takes the lease once it expires (`ttl` seconds at most). The lease decides who does the
+work, not what is correct: every batch is still conditional on the checkpoint (see
+`app.projections.projector`), so even two projectors briefly overlapping across a pause longer
+than the lease apply each event exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+# Extend the lease only if we still hold it (it may have expired and been taken meanwhile).
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Lease:
+    def __init__(self, redis: Redis, key: str, ttl: float = 3.0) -> None:
+        self._redis = redis
+        self._key = key
+        self._ttl_ms = max(int(ttl * 1000), 300)
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._renew = redis.register_script(RENEW)
+        self._release = redis.register_script(RELEASE)
+
+    @property
+    def ttl(self) -> float:
+        return self._ttl_ms / 1000
+
+    async def try_acquire(self) -> bool:
+        return bool(await self._redis.set(self._key, self.token, nx=True, px=self._ttl_ms))
+
+    async def acquire(self) -> None:
+        """Wait until this process holds the lease (checking a few times per lease period)."""
+        waiting = False
+        while True:
+            try:
+                if await self.try_acquire():
+                    log.info("projector lease acquired (%s)", self.token)
+                    return
+                if not waiting:
+                    holder = await self._redis.get(self._key)
+                    log.info("waiting for the projector lease (held by %s)", holder)
+                    waiting = True
+            except (RedisError, OSError) as error:
+                log.warning("projector lease unavailable: %s", error)
+            await asyncio.sleep(self.ttl / 6)
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[asyncio.Event]:
+        """While acquired: renew in the background; the event is set if the lease is lost."""
+        lost = asyncio.Event()
+        renewing = asyncio.create_task(self._keep(lost), name="lease")
+        try:
+            yield lost
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+            if not lost.is_set():
+                try:
+                    await self._release(keys=[self._key], args=[self.token])
+                    log.info("projector lease released")
+                except (RedisError, OSError) as error:  # it expires by itself
+                    log.warning("could not release the projector lease: %s", error)
+
+    async def _keep(self, lost: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                kept = await asyncio.wait_for(
+                    self._renew(keys=[self._key], args=[self.token, self._ttl_ms]), self.ttl / 3
+                )
+            except (RedisError, OSError, TimeoutError) as error:
+                if loop.time() - renewed < self.ttl * 2 / 3:
+                    log.warning("could not renew the projector lease yet: %s", error)
+                    continue
+                kept = 0  # it has (almost) expired: assume another process may hold it now
+            if not kept:
+                log.warning("projector lease lost")
+                lost.set()
+                return
+            renewed = loop.time()

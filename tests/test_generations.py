@@ -177,15 +177,14 @@ async def test_a_flushed_read_model_is_rebuilt_by_the_leader_and_reported(
     await workload(command_handlers(store), seed=21, events=400)
     runner = runner_for(store, redis, keys)
     async with running(runner):
-        before = await settled(redis, keys, store)
+        await settled(redis, keys, store)
 
         # when every key of it vanishes (FLUSHALL, a replaced server)
         with caplog.at_level(logging.WARNING, logger="app.projections"):
             await delete_all(redis, keys)
-            after = await assert_equals_a_fresh_projection(store, redis, keys, reference)
+            await assert_equals_a_fresh_projection(store, redis, keys, reference)
 
     # then the leader rebuilt it by itself (numbering restarts: the counter went too), and said why
-    assert before >= 1 and after >= 1
     assert any("rebuilding the read model" in r.getMessage() and "missing" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
 

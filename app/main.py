@@ -34,6 +34,7 @@ from app.observability import (
     PROJECTION_LAG_SECONDS,
     REJECTIONS,
     WEBSOCKETS,
+    configure_logging,
     correlation_id,
     new_correlation_id,
 )
@@ -241,6 +242,8 @@ class CorrelationId:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
+    if not logging.getLogger().handlers:  # a `serve --workers N` worker: a fresh interpreter
+        configure_logging(settings.log_level, settings.log_json)
     holder: dict[str, GraphQLApp] = {}
 
     @asynccontextmanager

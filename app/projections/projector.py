@@ -370,7 +370,7 @@ class Projector:
         events: list[RecordedEvent],
     ) -> list[bytes]:
         """Current state, indexes and time-travel history, a few commands per batch; returns
-        each change as JSON (`Change.to_json()`) for the batch's message."""
+        each change as JSON (`Change.to_json()`) for the batch's message (live only)."""
         history: dict[str, dict[bytes, int]] = defaultdict(dict)
         created: dict[str, dict[str, int]] = defaultdict(dict)
         serialised: dict[int, bytes] = {}  # id(document) -> its JSON, each document once
@@ -387,6 +387,8 @@ class Projector:
             )
             if change.kind == "CREATED":
                 created[self._keys.created(change.entity)][str(change.entity_id)] = change.position
+            if not self._live:
+                continue  # a rebuild publishes no changes
             previous = change.previous_location_id
             out.append(
                 b'{"position":%d,"kind":"%b","entity":"%b","id":%d,"doc":%b,'

@@ -20,6 +20,7 @@ from app.projections.generations import Generations
 from app.projections.leader import Lease
 from app.projections.projector import Projector
 from app.projections.runner import ProjectionRunner
+from app.read_model.cache import DocumentCache
 from app.read_model.client import connect
 from app.read_model.hub import Batch, ChangeHub
 from app.read_model.keys import Keys
@@ -108,7 +109,9 @@ async def bootstrap(
         except (RedisError, OSError) as error:  # the listener follows the pointer once it is up
             log.warning("read model unavailable at start-up: %s", error)
             generation = 0
-        read_model = ReadModel(redis, keys.at(generation))
+        size = settings.document_cache_size
+        cache = DocumentCache(size) if size else None
+        read_model = ReadModel(redis, keys.at(generation), cache)
         waiter = CheckpointWaiter(read_model)
         handlers = CommandHandlers(
             store, default_schema(), max_retries=settings.command_max_retries,
@@ -126,17 +129,29 @@ def _wire(services: Services, run_projector: bool) -> None:
     keys = services.read_model.keys
     runner, waiter = services.runner, services.waiter
 
+    cache = services.read_model.cache
+
     async def on_changes(message: str) -> None:
         batch = Batch.parse(message)
         if batch.generation is not None:  # a rebuild switched queries to a new generation
             services.read_model.use_generation(batch.generation)
+            if cache is not None:
+                cache.follow(batch.position)
+        elif cache is not None:
+            cache.apply(batch)
         services.hub.publish(batch)
         await waiter.advance(batch.position)
+
+    def lost() -> None:
+        if cache is not None:
+            cache.stop()
 
     async def resync() -> None:
         """(Re)subscribed: anything published while we were away is a gap the hub must see."""
         await services.read_model.follow_pointer()
         checkpoint = await services.read_model.checkpoint()
+        if cache is not None:
+            cache.follow(checkpoint)
         known = services.hub.position
         if known is not None and checkpoint > known:
             services.hub.publish(Batch(checkpoint, checkpoint, [], []))
@@ -168,7 +183,9 @@ def _wire(services: Services, run_projector: bool) -> None:
             announcing[:] = [services.spawn(announce(), "announce")]
 
     services.store.on_append(appended)
-    services.spawn(listen(services.redis, keys.changes_channel, on_changes, resync), "changes")
+    services.spawn(
+        listen(services.redis, keys.changes_channel, on_changes, resync, lost), "changes"
+    )
     if run_projector:
         runner.on_checkpoint(projected)
         _follow_appends(services)

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     """SQLite files: appends and reads on sqlite3 threads; false: everything via aiosqlite."""
     aggregate_cache_size: int = 10_000
     """Aggregates each process remembers between commands (0: load every one from the store)."""
+    document_cache_size: int = 100_000
+    """Current documents each API process keeps, fed by the change feed (0: off)."""
     run_projector: bool = True
     log_level: str = "INFO"
     log_json: bool = True

@@ -150,9 +150,10 @@ class Projector:
             await self.clear()
 
     async def clear(self) -> None:
-        """Delete every key of this read model."""
+        """Delete every key of this read model (of every generation, pointer included)."""
         batch: list[str] = []
-        async for key in self._redis.scan_iter(match=self._keys.pattern(), count=1000):
+        everything = Keys(self._keys.base).pattern()
+        async for key in self._redis.scan_iter(match=everything, count=1000):
             batch.append(key)
             if len(batch) >= 1000:
                 await self._redis.delete(*batch)

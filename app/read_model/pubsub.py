@@ -13,12 +13,13 @@ Handler = Callable[[str], Awaitable[None]]
 
 
 async def listen(
-    redis: Redis, channel: str, handler: Handler, on_reconnect: Callable[[], Awaitable[None]]
+    redis: Redis, channel: str, handler: Handler, on_reconnect: Callable[[], Awaitable[None]],
+    on_lost: Callable[[], None] | None = None,
 ) -> None:
     """Call `handler(message)` for each message on `channel` until cancelled.
 
     After every (re)subscription `on_reconnect` runs, so the caller can re-read what it may
-    have missed while no subscription was active.
+    have missed while no subscription was active; `on_lost` runs as soon as one is lost.
     """
     backoff = 0.1
     while True:
@@ -35,6 +36,8 @@ async def listen(
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure of the connection: resubscribe, never go silent
+            if on_lost is not None:
+                on_lost()
             log.warning("subscription to %s lost (%s); retrying in %.1fs", channel, exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)

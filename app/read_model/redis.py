@@ -11,6 +11,7 @@ import orjson
 from redis.asyncio import Redis
 
 from app.projections.documents import Doc, Entity, micros
+from app.read_model.cache import DocumentCache
 from app.read_model.keys import Keys
 
 
@@ -52,9 +53,10 @@ def _historic(member: str) -> Doc | None:
 
 
 class ReadModel:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, cache: DocumentCache | None = None) -> None:
         self._redis = redis
         self.keys = keys
+        self.cache = cache
         self._latest_at = redis.register_script(LATEST_AT)
         self._raise_to = redis.register_script(RAISE_TO)
 
@@ -62,6 +64,8 @@ class ReadModel:
         """Read generation `generation` from now on (after a rebuild switched to it)."""
         if generation != self.keys.generation:
             self.keys = self.keys.at(generation)
+            if self.cache is not None:
+                self.cache.stop()  # until the feed's notice of this switch re-follows
 
     async def follow_pointer(self) -> None:
         """Read whichever generation the pointer names (unchanged while there is none)."""
@@ -73,7 +77,10 @@ class ReadModel:
         return bool(await self._redis.exists(self.keys.rebuilding))
 
     async def checkpoint(self) -> int:
-        return int(await self._redis.get(self.keys.checkpoint) or 0)
+        checkpoint = int(await self._redis.get(self.keys.checkpoint) or 0)
+        if self.cache is not None:
+            self.cache.saw(checkpoint)
+        return checkpoint
 
     async def note_head(self, position: int, announce: bool = False) -> None:
         """Record that the event store has reached `position` (for status without SQL), and
@@ -92,14 +99,29 @@ class ReadModel:
         return max(int(checkpoint or 0), int(head or 0))
 
     async def locations(self, ids: Sequence[int]) -> list[Doc | None]:
-        if not ids:
-            return []
-        return _docs(await self._redis.mget([self.keys.location(i) for i in ids]))
+        return await self._current("location", ids)
 
     async def employees(self, ids: Sequence[int]) -> list[Doc | None]:
+        return await self._current("employee", ids)
+
+    async def _current(self, entity: Entity, ids: Sequence[int]) -> list[Doc | None]:
+        """Current documents: from the cache where it can answer, the rest in one MGET."""
         if not ids:
             return []
-        return _docs(await self._redis.mget([self.keys.employee(i) for i in ids]))
+        cache = self.cache
+        if cache is None:
+            return _docs(await self._redis.mget([self.keys.doc((entity, i)) for i in ids]))
+        found = cache.lookup(entity, ids)
+        if all(entry is not None for entry in found):
+            return [entry[1] for entry in found if entry is not None]
+        # one MGET for all of them (not only the misses): the answer is one point in time
+        epoch = cache.epoch
+        raw = await self._redis.mget(
+            [self.keys.checkpoint, *(self.keys.doc((entity, i)) for i in ids)]
+        )
+        docs = _docs(raw[1:])
+        cache.put(entity, ids, docs, int(raw[0] or 0), epoch)
+        return docs
 
     async def all_locations(self) -> list[Doc]:
         ids = [int(str(i)) for i in await self._redis.zrange(self.keys.locations, 0, -1)]

@@ -13,10 +13,11 @@ turn, so a stale append fails alone while the others of its group commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,34 @@ from app.event_store.tables import commands, events, metadata, snapshots, stream
 
 APPEND_LOCK_KEY = 0x45_56_45_4E_54  # the PostgreSQL advisory lock that serialises appends
 UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, sqlite3.OperationalError)
+LOST_SQLSTATES = ("08", "57P")  # connection exception; operator intervention (server shutting down)
+try:
+    from asyncpg import exceptions as _pg  # type: ignore[import-untyped]
+
+    PG_LOST: tuple[type[BaseException], ...] = (
+        _pg.PostgresConnectionError, _pg.OperatorInterventionError, _pg.InternalClientError,
+        _pg.InterfaceError,
+    )
+except ImportError:  # SQLite only
+    PG_LOST = ()
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether `exc` means the database went away (a retry later may succeed), not a bad query.
+
+    Besides the DBAPI's OperationalError/InterfaceError, asyncpg reports a server shutting down
+    or a connection broken mid-operation as plain DBAPIErrors; its SQLSTATE or cause tells."""
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    code = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    return code.startswith(LOST_SQLSTATES) or isinstance(
+        getattr(orig, "__cause__", None), PG_LOST
+    )
 INTEGRITY = (sa.exc.IntegrityError, sqlite3.IntegrityError)
 
 
@@ -261,6 +290,8 @@ class SqlEventStore:
             self._settle(live, [exc] * len(live))
             raise
         except Exception as exc:  # anything else fails this group, not the writer
+            if lost_connection(exc):
+                exc = StoreUnavailable(str(exc))
             self._settle(live, [exc] * len(live))
             return
         self._settle(live, outcomes)
@@ -412,9 +443,21 @@ class SqlEventStore:
             row.key, row.command, row.fingerprint, dict(row.result), row.commit_position
         )
 
+    @contextlib.asynccontextmanager
+    async def _sql(self, begin: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection (in a transaction with `begin`); a lost database raises
+        StoreUnavailable."""
+        try:
+            async with self._engine.begin() if begin else self._engine.connect() as conn:
+                yield conn
+        except Exception as exc:
+            if lost_connection(exc) and not isinstance(exc, StoreUnavailable):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+
     async def _select(self, query: sa.Select[Any]) -> list[RecordedEvent]:
         try:
-            async with self._engine.connect() as conn:
+            async with self._sql() as conn:
                 rows = (await conn.execute(query)).all()
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
@@ -526,7 +569,7 @@ class SqlEventStore:
 
     async def _scalar(self, query: sa.Select[Any]) -> Any:
         try:
-            async with self._engine.connect() as conn:
+            async with self._sql() as conn:
                 return (await conn.execute(query)).scalar()
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
@@ -539,11 +582,11 @@ class SqlEventStore:
         return int(await self._scalar(query) or 0)
 
     async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
-        async with self._engine.connect() as conn:
+        async with self._sql() as conn:
             return await self._versions(conn, list(stream_ids))
 
     async def find_command(self, key: str) -> IdempotencyRecord | None:
-        async with self._engine.connect() as conn:
+        async with self._sql() as conn:
             return await self._find_command(conn, key)
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
@@ -555,7 +598,7 @@ class SqlEventStore:
             except UNAVAILABLE as exc:
                 raise StoreUnavailable(str(exc)) from exc
             return Snapshot(stream_id, row[0], orjson.loads(row[1])) if row else None
-        async with self._engine.connect() as conn:
+        async with self._sql() as conn:
             row = (
                 await conn.execute(sa.select(snapshots).where(snapshots.c.stream_id == stream_id))
             ).first()
@@ -564,7 +607,7 @@ class SqlEventStore:
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep the newest snapshot of a stream; a racing older one never replaces it."""
         try:
-            async with self._engine.begin() as conn:
+            async with self._sql(begin=True) as conn:
                 updated = await conn.execute(
                     snapshots.update()
                     .where(

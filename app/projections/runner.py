@@ -97,6 +97,11 @@ class ProjectionRunner:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            except Exception:  # never leave the lease held by a projector that stopped working
+                log.exception("projector failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
             backoff = 0.1
 
     async def _follow(self) -> None:

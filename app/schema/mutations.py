@@ -155,8 +155,9 @@ async def execute(
     return result
 
 
-async def projected(info: Info, key: DocKey) -> Doc:
-    """The entity as last projected; if it never was, as projected from its own stream."""
+async def projected(info: Info, key: DocKey, position: int) -> Doc:
+    """The entity as last projected; if it is not there (not yet projected, or already removed
+    by a later command), as its own stream left it at the command's `position`."""
     loader = info.context.locations if key[0] == "location" else info.context.employees
     try:
         doc = await loader.load(key[1])
@@ -166,7 +167,7 @@ async def projected(info: Info, key: DocKey) -> Doc:
     if doc is not None:
         return doc
     stream = await info.context.services.store.read_stream(f"{key[0]}-{key[1]}")
-    built = batch.apply(stream, {}).docs.get(key)
+    built = batch.apply([e for e in stream if e.position <= position], {}).docs.get(key)
     if built is None:
         raise ClientError("The entity is not in the read model yet.", "STALE_READ_MODEL")
     return built
@@ -175,7 +176,7 @@ async def projected(info: Info, key: DocKey) -> Doc:
 async def employee_payload(info: Info, outcome: CommandResult | Any) -> Any:
     if not isinstance(outcome, CommandResult):
         return outcome
-    doc = await projected(info, ("employee", outcome.entity_id))
+    doc = await projected(info, ("employee", outcome.entity_id), outcome.position)
     return EmployeePayload(employee=Employee.from_doc(doc), position=outcome.position)
 
 
@@ -193,7 +194,7 @@ class Mutation:
         )
         if not isinstance(outcome, CommandResult):
             return outcome  # type: ignore[no-any-return]
-        doc = await projected(info, ("location", outcome.entity_id))
+        doc = await projected(info, ("location", outcome.entity_id), outcome.position)
         return LocationPayload(location=Location.from_doc(doc), position=outcome.position)
 
     @strawberry.mutation

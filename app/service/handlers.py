@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from app.event_store.base import (
 from app.service.repository import Aggregate, Repository
 
 log = logging.getLogger(__name__)
+RETRY_JITTER_SECONDS = 0.001  # times 2**attempt: at most ~1 s before the 10th retry
 Reserve = Callable[[str], Awaitable[int]]
 
 
@@ -275,6 +278,8 @@ class CommandHandlers:
                 log.info("retrying %s after conflict on %s (attempt %d)",
                          type(cmd).__name__, conflict.stream_id, attempt + 1)
                 attempt += 1
+                if attempt > 1:  # rivals (often in other processes) retry in lockstep otherwise
+                    await asyncio.sleep(random.uniform(0, RETRY_JITTER_SECONDS * 2 ** attempt))
                 continue
             except DomainError:
                 if not loads.used_cache:

@@ -3,9 +3,10 @@
 A history of restaurants (bench/history.py: locations, hires, title changes, swaps) is
 bulk-written into a fresh SQLite store; then `python -m app rebuild`'s code rebuilds the read
 model into a fresh key prefix (`Generations.rebuild`: batches of BATCH events, each one
-conditional MULTI/EXEC, no PUBLISH until the one switch notice). Floor: every key and value the projection left in Redis (documents, indexes, history,
-checkpoint), written again under another prefix by raw redis-py pipelines (no transaction, 10 000
-commands per round trip), timed the same way, and expressed as events/s of the same history.
+conditional MULTI/EXEC, no PUBLISH until the one switch notice). Floor: every key and value
+the projection left in Redis (documents, indexes, history, checkpoint), written again under
+another prefix by raw redis-py pipelines (no transaction, 10 000 commands per round trip), timed
+the same way, and expressed as events/s of the same history.
 Goal: ≥ 0.3× the floor; also reported: events/s (aim ≥ 30 000/s).
 
     python -m bench.projection [--quick] [--repeats N] [--events N] [--redis-url URL]

@@ -66,6 +66,9 @@ from websockets.typing import Subprotocol
 from bench.common import DEFAULT_POSTGRES, DEFAULT_REDIS, drop_prefix, progress, unique_prefix
 from bench.server import free_port
 
+# its own database: `python -m bench` and tests/test_bench.py empty DEFAULT_POSTGRES's tables
+SOAK_POSTGRES = DEFAULT_POSTGRES.rsplit("/", 1)[0] + "/cqrs_soak_run"
+
 ROOT = Path(__file__).resolve().parent.parent
 START_SECONDS = 60.0
 STOP_SECONDS = 20.0
@@ -957,7 +960,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     cli = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
     cli.add_argument("--minutes", type=float, default=10.0, help="length of the load (default 10)")
     cli.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL",
-                                                              DEFAULT_POSTGRES),
+                                                              SOAK_POSTGRES),
                      help="the event store (its tables are dropped first; the database is "
                           "created if missing)")
     cli.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS),

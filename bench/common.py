@@ -175,16 +175,11 @@ def unique_prefix(name: str) -> str:
 async def drop_prefix(url: str, prefix: str) -> None:
     from redis.asyncio import Redis
 
+    from app.read_model.client import delete_matching
+
     client = Redis.from_url(url)
     try:
-        batch = []
-        async for key in client.scan_iter(match=f"{prefix}:*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                await client.delete(*batch)
-                batch = []
-        if batch:
-            await client.delete(*batch)
+        await delete_matching(client, f"{prefix}:*")
     finally:
         await client.aclose()
 

@@ -208,6 +208,25 @@ async def _moved_past(cluster: Cluster, position: int) -> bool:
     return await cluster.checkpoint() > position
 
 
+async def seed_three_locations(
+    base_url: str,
+) -> tuple[list[Outcome], list[int], dict[int, int]]:
+    """Locations 1-3 and employees 1-12 spread over them, through the API: (outcomes, places,
+    staff); later mutations add their outcomes to the same list."""
+    outcomes: list[Outcome] = []
+    seeding = MutationClient(base_url, outcomes)
+    places = [1, 2, 3]
+    staff = {e: places[e % 3] for e in range(1, 13)}
+    try:
+        for place in places:
+            assert (await seeding.create_location(place)).succeeded, outcomes[-1]
+        for employee, place in staff.items():
+            assert (await seeding.create_employee(employee, place)).succeeded, outcomes[-1]
+    finally:
+        await seeding.aclose()
+    return outcomes, places, staff
+
+
 # 2. Redis restarted (empty) during load.
 
 
@@ -218,17 +237,7 @@ async def test_a_redis_restart_during_load_loses_no_mutation_and_rebuilds_the_re
     worker = cluster.start_worker()
     (api,) = await cluster.start_apis(1)
     await first_leader(cluster)
-    outcomes: list[Outcome] = []
-    seeding = MutationClient(api.base_url, outcomes)
-    places = [1, 2, 3]
-    staff = {e: places[e % 3] for e in range(1, 13)}
-    try:
-        for place in places:
-            assert (await seeding.create_location(place)).succeeded, outcomes[-1]
-        for employee, place in staff.items():
-            assert (await seeding.create_employee(employee, place)).succeeded, outcomes[-1]
-    finally:
-        await seeding.aclose()
+    outcomes, places, staff = await seed_three_locations(api.base_url)
 
     async with (
         open_api(api.base_url) as probe,
@@ -341,17 +350,7 @@ async def test_a_postgres_outage_refuses_mutations_cleanly_while_queries_go_on(
     worker = cluster.start_worker()
     (api,) = await cluster.start_apis(1)
     await first_leader(cluster)
-    outcomes: list[Outcome] = []
-    seeding = MutationClient(api.base_url, outcomes)
-    places = [1, 2, 3]
-    staff = {e: places[e % 3] for e in range(1, 13)}
-    try:
-        for place in places:
-            assert (await seeding.create_location(place)).succeeded, outcomes[-1]
-        for employee, place in staff.items():
-            assert (await seeding.create_employee(employee, place)).succeeded, outcomes[-1]
-    finally:
-        await seeding.aclose()
+    outcomes, places, staff = await seed_three_locations(api.base_url)
 
     stop = asyncio.Event()
     reads: list[tuple[float, float, int, list[str]]] = []

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError, WatchError
 
 from app.event_store.base import EventStore
 from app.projections.projector import Projector
+from app.read_model.client import delete_matching
 from app.read_model.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -207,15 +208,7 @@ class Generations:
         """Delete every key of one generation (never the active one)."""
         if generation == await self.active():
             raise ValueError(f"generation {generation} is the active one")
-        keys = self._keys.at(generation)
-        batch: list[str] = []
-        async for key in self._redis.scan_iter(match=keys.pattern(), count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await self._redis.unlink(*batch)
-                batch = []
-        if batch:
-            await self._redis.unlink(*batch)
+        await delete_matching(self._redis, self._keys.at(generation).pattern())
 
     async def drop_later(self, generation: int) -> None:
         """Delete a retired generation once queries that began on it have had time to finish."""

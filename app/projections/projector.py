@@ -31,6 +31,7 @@ from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
 from app.observability import PROJECTION_BATCH
 from app.projections import batch as projection
 from app.projections.documents import Change, Doc, DocKey, iso, micros
+from app.read_model.client import delete_matching
 from app.read_model.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -151,15 +152,7 @@ class Projector:
 
     async def clear(self) -> None:
         """Delete every key of this read model (of every generation, pointer included)."""
-        batch: list[str] = []
-        everything = Keys(self._keys.base).pattern()
-        async for key in self._redis.scan_iter(match=everything, count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await self._redis.delete(*batch)
-                batch = []
-        if batch:
-            await self._redis.delete(*batch)
+        await delete_matching(self._redis, Keys(self._keys.base).pattern())
 
     async def catch_up(self, until: int | None = None) -> None:
         """Apply everything committed so far (or every commit ending at or before `until`)."""

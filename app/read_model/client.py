@@ -49,3 +49,15 @@ def connect(url: str, **options: Any) -> Redis:
         **options,
     )
     return Redis.from_pool(pool)
+
+
+async def delete_matching(redis: Redis, pattern: str) -> None:
+    """UNLINK every key matching a SCAN pattern, a thousand at a time."""
+    batch: list[str] = []
+    async for key in redis.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await redis.unlink(*batch)
+            batch = []
+    if batch:
+        await redis.unlink(*batch)

@@ -83,7 +83,13 @@ async def test_the_projector_logs_each_command_under_its_correlation_id_and_coun
                                'city: "X", state: "Y", postalCode: "1"}) { __typename } }'},
             )
             assert created.json()["data"]["createLocation"]["__typename"] == "LocationPayload"
-            metrics = samples((await client.get("/metrics")).text)
+            # the payload waits for the batch's commit; the projector counts it just after
+            async with asyncio.timeout(10):
+                while True:
+                    metrics = samples((await client.get("/metrics")).text)
+                    if metrics.get("cqrs_projection_batch_events_count", 0) >= 1:
+                        break
+                    await asyncio.sleep(0.05)
         assert metrics["cqrs_projection_batch_events_count"] >= 1
         logged = [
             json.loads(line) for line in server.log_path.read_text().splitlines()

@@ -451,16 +451,13 @@ class SqlEventStore:
             async with self._engine.begin() if begin else self._engine.connect() as conn:
                 yield conn
         except Exception as exc:
-            if lost_connection(exc) and not isinstance(exc, StoreUnavailable):
+            if lost_connection(exc):
                 raise StoreUnavailable(str(exc)) from exc
             raise
 
     async def _select(self, query: sa.Select[Any]) -> list[RecordedEvent]:
-        try:
-            async with self._sql() as conn:
-                rows = (await conn.execute(query)).all()
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        async with self._sql() as conn:
+            rows = (await conn.execute(query)).all()
         return [self._recorded(row) for row in rows]
 
     def _recorded(self, row: sa.Row[Any]) -> RecordedEvent:
@@ -568,11 +565,8 @@ class SqlEventStore:
         return [self._from_row(row) for row in rows]
 
     async def _scalar(self, query: sa.Select[Any]) -> Any:
-        try:
-            async with self._sql() as conn:
-                return (await conn.execute(query)).scalar()
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        async with self._sql() as conn:
+            return (await conn.execute(query)).scalar()
 
     async def head_position(self) -> int:
         return int(await self._scalar(sa.select(sa.func.max(events.c.position))) or 0)

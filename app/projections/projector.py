@@ -249,15 +249,18 @@ class Projector:
     async def checkpoint(self) -> int:
         """Where this read model stands; on a generation, also checks that it is intact and
         (when live) still the one queries read."""
-        if self._keys.generation is None:
-            return int(await self._redis.get(self._keys.checkpoint) or 0)
-        raw, pointer = await self._redis.mget(
-            [self._keys.checkpoint, self._keys.generation_pointer]
-        )
-        return self._verified(raw, pointer)
+        if self._fenced:
+            raw, pointer = await self._redis.mget(
+                [self._keys.checkpoint, self._keys.generation_pointer]
+            )
+            return self._current(raw, pointer)
+        return self._current(await self._redis.get(self._keys.checkpoint), None)
 
-    def _verified(self, raw: Any, pointer: Any) -> int:
+    def _current(self, raw: Any, pointer: Any) -> int:
+        """The checkpoint `raw` as read (with the pointer when fenced), or why it cannot be used."""
         generation = self._keys.generation
+        if generation is None:
+            return int(raw or 0)
         if raw is None:
             raise ReadModelDamaged(f"the checkpoint of generation {generation} is missing")
         if self._fenced:
@@ -268,16 +271,18 @@ class Projector:
         return int(raw)
 
     async def _watch(self, pipe: Any, checkpoint: int) -> None:
-        """WATCH what a batch depends on; WatchError if it already moved (the caller re-reads)."""
+        """WATCH what a batch depends on; WatchError if it already moved (the caller re-reads,
+        and learns there why)."""
+        watched = [self._keys.checkpoint]
         if self._fenced:
-            await pipe.watch(self._keys.checkpoint, self._keys.generation_pointer)
-            raw, pointer = await pipe.mget(self._keys.checkpoint, self._keys.generation_pointer)
-            intact = raw is not None and pointer is not None
-            if not intact or int(pointer) != self._keys.generation or int(raw) != checkpoint:
-                raise WatchError("checkpoint or generation changed")
-            return
-        await pipe.watch(self._keys.checkpoint)
-        if int(await pipe.get(self._keys.checkpoint) or 0) != checkpoint:
+            watched.append(self._keys.generation_pointer)
+        await pipe.watch(*watched)
+        raw, *pointer = await pipe.mget(*watched)
+        try:
+            current = self._current(raw, pointer[0] if pointer else None)
+        except (ReadModelDamaged, GenerationChanged) as moved:
+            raise WatchError(str(moved)) from moved
+        if current != checkpoint:
             raise WatchError("checkpoint changed")
 
     def _read_ahead(self, position: int) -> None:

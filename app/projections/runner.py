@@ -6,7 +6,6 @@ keys evicted) without flooding subscribers with history.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from redis.asyncio import Redis
@@ -80,8 +79,6 @@ class ProjectionRunner:
                     for task in (work, losing):
                         task.cancel()
                     await asyncio.gather(work, losing, return_exceptions=True)
-                if work.done() and not work.cancelled() and work.exception() is not None:
-                    raise work.exception()  # type: ignore[misc]
 
     async def _lead(self) -> None:
         backoff = 0.1
@@ -92,13 +89,11 @@ class ProjectionRunner:
                 log.info("%s; following it", switched)
             except ReadModelDamaged as damage:
                 await self._rebuild(str(damage))
-            except TRANSIENT as error:
-                log.warning("projector paused: %s; retrying in %.1fs", error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            except Exception:  # never leave the lease held by a projector that stopped working
-                log.exception("projector failed; retrying in %.1fs", backoff)
+            except Exception as error:  # an outage, or a bug: never stop while holding the lease
+                if isinstance(error, TRANSIENT):
+                    log.warning("projector paused: %s; retrying in %.1fs", error, backoff)
+                else:
+                    log.exception("projector failed; retrying in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -164,6 +159,5 @@ class ProjectionRunner:
     async def close(self) -> None:
         for task in list(self._retiring):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self._retiring, return_exceptions=True)
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 

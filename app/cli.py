@@ -84,13 +84,14 @@ def _exit_after_shutdown(_signum: int, _frame: object) -> None:
 
 
 async def _project(settings: Settings, _args: argparse.Namespace) -> int:
-    from app.bootstrap import bootstrap, run_projector_alone
+    from app.bootstrap import bootstrap, run_projector_alone, settle_heap
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with bootstrap(settings, run_projector=False, follow=False) as services:
+        settle_heap(settings.gc_threshold)
         work = asyncio.create_task(run_projector_alone(services))
         await asyncio.wait([work, asyncio.create_task(stop.wait())],
                            return_when=asyncio.FIRST_COMPLETED)

@@ -732,6 +732,11 @@ JSON = {"Content-Type": "application/json"}
 MALFORMED_BODIES = [
     (b'{"query": "{ locations { id }', "application/json", 400,
      "Unable to parse request body as JSON"),
+    ('{"query": "{ __typename }"}'.encode("utf-16"), "application/json", 400,
+     "Unable to parse request body as JSON"),
+    (b'{"query": "{ \xff }"}', "application/json", 400, "Unable to parse request body as JSON"),
+    (b'{"query": "{ __typename }", "variables": {"n": NaN}}', "application/json", 400,
+     "Unable to parse request body as JSON"),
     (b'"just a string"', "application/json", 400, "The request body must be a JSON object."),
     (b"42", "application/json", 400, "The request body must be a JSON object."),
     (b"null", "application/json", 400, "The request body must be a JSON object."),

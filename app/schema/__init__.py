@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, parse, specified_rules
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from strawberry.extensions import (
-    AddValidationRules,
-    MaskErrors,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    SchemaExtension,
-    ValidationCache,
-)
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, validate_document
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
@@ -57,23 +49,6 @@ def is_unexpected(error: GraphQLError) -> bool:
     return True
 
 
-class MaskUnexpectedErrors(MaskErrors):
-    """Outages get a plain code; anything else a message carrying the correlation id logged."""
-
-    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        request_id = correlation_id.get() or "unknown"
-        message = f"Internal server error (correlation id {request_id})."
-        code = "INTERNAL_SERVER_ERROR"
-        for kind, outage_code, outage_message in OUTAGES:
-            if isinstance(error.original_error, kind):
-                code, message = outage_code, outage_message
-        return GraphQLError(
-            message=message,
-            nodes=error.nodes, source=error.source, positions=error.positions, path=error.path,
-            extensions={"code": code, "correlationId": request_id},
-        )
-
-
 class PerEventExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """Gives each subscription event its own subfield memo.
 
@@ -88,7 +63,55 @@ class PerEventExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return executor
 
 
+class PreparedDocuments:
+    """Parsed and validated documents by query text, the most recently used `size` of them.
+
+    Clients send the same few query texts again and again: each is parsed (within the token
+    limit) and validated (with the depth, alias and introspection rules) once, and later
+    requests start from the result. A text that does not parse is not kept: the schema parses
+    it again to report the error.
+    """
+
+    def __init__(self, schema: Schema, rules: tuple[type[ASTValidationRule], ...],
+                 max_tokens: int, size: int = 256) -> None:
+        self._schema, self.rules, self.max_tokens, self._size = schema, rules, max_tokens, size
+        self._prepared: OrderedDict[str, tuple[DocumentNode, list[GraphQLError]]] = OrderedDict()
+
+    def get(self, query: str) -> tuple[DocumentNode, list[GraphQLError]] | None:
+        prepared = self._prepared.get(query)
+        if prepared is not None:
+            self._prepared.move_to_end(query)
+            return prepared
+        try:
+            document = parse(query, max_tokens=self.max_tokens)
+        except GraphQLError:
+            return None
+        errors = validate_document(self._schema._schema, document, self.rules)
+        self._prepared[query] = prepared = (document, errors)
+        if len(self._prepared) > self._size:
+            self._prepared.popitem(last=False)
+        return prepared
+
+    def __len__(self) -> int:
+        return len(self._prepared)
+
+
 class Schema(strawberry.Schema):
+    documents: PreparedDocuments
+
+    def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
+        """Every operation starts from its prepared document; one that does not parse goes
+        the library's way, with the same limits, to be reported."""
+        context = super()._create_execution_context(*args, **kwargs)
+        prepared = self.documents.get(context.query) if context.query else None
+        if prepared is None:
+            context.parse_options["max_tokens"] = self.documents.max_tokens
+            context.validation_rules = self.documents.rules
+        else:
+            context.graphql_document, errors = prepared
+            context.pre_execution_errors = list(errors)
+        return context
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -100,13 +123,18 @@ class Schema(strawberry.Schema):
             log.info("client error: %s (%s)", error.message, (error.extensions or {}).get("code"))
 
 
-class Authorize(SchemaExtension):
-    """Queries and subscriptions need the reader role, mutations the writer role.
+class Gatekeeper(MaskErrors):
+    """The one extension every operation passes: the caller's role, then error masking.
 
-    The principal (or why there is none) was put in the context by the view: from the
-    Authorization header over HTTP, from connection_init over websockets. Nothing executes,
-    so nothing is written, when this refuses.
+    Queries and subscriptions need the reader role, mutations the writer role. The principal
+    (or why there is none) was put in the context by the view: from the Authorization header
+    over HTTP, from connection_init over websockets. Nothing executes, so nothing is written,
+    when this refuses. Afterwards outages get a plain code, and any other unexpected error a
+    message carrying the correlation id it was logged with.
     """
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=is_unexpected)
 
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context.context
@@ -125,26 +153,32 @@ class Authorize(SchemaExtension):
             raise ClientError(f"This operation needs the {needed} role.", "FORBIDDEN")
         yield
 
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        request_id = correlation_id.get() or "unknown"
+        message = f"Internal server error (correlation id {request_id})."
+        code = "INTERNAL_SERVER_ERROR"
+        for kind, outage_code, outage_message in OUTAGES:
+            if isinstance(error.original_error, kind):
+                code, message = outage_code, outage_message
+        return GraphQLError(
+            message=message,
+            nodes=error.nodes, source=error.source, positions=error.positions, path=error.path,
+            extensions={"code": code, "correlationId": request_id},
+        )
+
 
 def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
-    # The limits' validation rules are made once: ValidationCache is keyed by the rule classes,
-    # and a limiter built per request would make new ones each time (and never hit the cache).
-    rules = [
+    rules: list[type[ASTValidationRule]] = [
+        *specified_rules,
         *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
     ]
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)  # what DisableIntrospection adds
-    extensions: list[Any] = [
-        lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-        lambda: ParserCache(maxsize=256),
-        lambda: AddValidationRules(rules),
-        lambda: ValidationCache(maxsize=256),
-        Authorize,
-        lambda: MaskUnexpectedErrors(should_mask_error=is_unexpected),
-    ]
-    return Schema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions,
+    schema = Schema(
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=[Gatekeeper],
         execution_context_class=PerEventExecutionContext,
     )
+    schema.documents = PreparedDocuments(schema, tuple(rules), settings.max_query_tokens)
+    return schema

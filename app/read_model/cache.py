@@ -69,6 +69,20 @@ class DocumentCache:
             found.append(entry)
         return found
 
+    def answer(self, entity: Entity, ids: Sequence[int]) -> list[Doc | None] | None:
+        """The documents (None where an entity is gone), if this cache can answer them all."""
+        if self.position is None or self.position < self.known:
+            return None
+        docs: list[Doc | None] = []
+        for entity_id in ids:
+            key = (entity, entity_id)
+            entry = self._docs.get(key)
+            if entry is None:
+                return None
+            self._docs.move_to_end(key)
+            docs.append(entry[1])
+        return docs
+
     def put(self, entity: Entity, ids: Sequence[int], docs: Sequence[Doc | None],
             checkpoint: int, epoch: int) -> None:
         """Documents read from Redis at `checkpoint`, by a read that began in `epoch`."""

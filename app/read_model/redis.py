@@ -99,21 +99,24 @@ class ReadModel:
         return max(int(checkpoint or 0), int(head or 0))
 
     async def locations(self, ids: Sequence[int]) -> list[Doc | None]:
-        return await self._current("location", ids)
+        return await self.current("location", ids)
 
     async def employees(self, ids: Sequence[int]) -> list[Doc | None]:
-        return await self._current("employee", ids)
+        return await self.current("employee", ids)
 
-    async def _current(self, entity: Entity, ids: Sequence[int]) -> list[Doc | None]:
+    def cached(self, entity: Entity, ids: Sequence[int]) -> list[Doc | None] | None:
+        """Current documents from this process's cache, if it can answer every one of them."""
+        return self.cache.answer(entity, ids) if self.cache is not None else None
+
+    async def current(self, entity: Entity, ids: Sequence[int]) -> list[Doc | None]:
         """Current documents: from the cache where it can answer, the rest in one MGET."""
         if not ids:
             return []
         cache = self.cache
         if cache is None:
             return _docs(await self._redis.mget([self.keys.doc((entity, i)) for i in ids]))
-        found = cache.lookup(entity, ids)
-        if all(entry is not None for entry in found):
-            return [entry[1] for entry in found if entry is not None]
+        if (docs := self.cached(entity, ids)) is not None:
+            return docs
         # one MGET for all of them (not only the misses): the answer is one point in time
         epoch = cache.epoch
         raw = await self._redis.mget(

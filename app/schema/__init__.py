@@ -153,6 +153,12 @@ class Gatekeeper(MaskErrors):
             raise ClientError(f"This operation needs the {needed} role.", "FORBIDDEN")
         yield
 
+    def _process_result(self, result: object) -> None:
+        """As the library does, without its runtime protocol check (≈ 4 % of a query's time)."""
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
+
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         request_id = correlation_id.get() or "unknown"
         message = f"Internal server error (correlation id {request_id})."

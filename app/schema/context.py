@@ -19,51 +19,50 @@ if TYPE_CHECKING:
 class Context:
     services: Services
     correlation_id: str
-    locations: DataLoader[int, Doc | None] = field(init=False)
-    employees: DataLoader[int, Doc | None] = field(init=False)
-
-    _historic: dict[tuple[Entity, int], DataLoader[int, Doc | None]] = field(
-        init=False, default_factory=dict
-    )
     principal: Principal | None = ANONYMOUS
     """Who asks (None: nobody authenticated yet); its name is the actor of written events."""
     auth_error: AuthError | None = None
     """Why the request is not authenticated, refused when an operation executes."""
     connection_params: dict[str, Any] | None = None
     """A websocket's connection_init payload (strawberry sets it)."""
+    _loaders: dict[tuple[Entity, int | None], DataLoader[int, Doc | None]] = field(
+        init=False, default_factory=dict
+    )
 
-    def __post_init__(self) -> None:
-        read_model = self.services.read_model
+    async def doc(self, entity: Entity, entity_id: int, at: int | None) -> Doc | None:
+        """One document now (`at` None) or right after commit `at`."""
+        return (await self.docs(entity, [entity_id], at))[0]
 
-        async def load_locations(ids: Sequence[int]) -> list[Doc | None]:
-            return await read_model.locations(ids)
+    async def docs(self, entity: Entity, ids: Sequence[int], at: int | None) -> list[Doc | None]:
+        """Documents now (`at` None) or right after commit `at`: current ones from this
+        process's document cache when it can answer them all, the rest batched per request
+        (every field asking in the same tick shares one Redis round trip)."""
+        if at is None and (cached := self.services.read_model.cached(entity, ids)) is not None:
+            return cached
+        loader = self._loader(entity, at)
+        if len(ids) == 1:
+            return [await loader.load(ids[0])]
+        return await loader.load_many(ids)
 
-        async def load_employees(ids: Sequence[int]) -> list[Doc | None]:
-            return await read_model.employees(ids)
-
-        self.locations = DataLoader(load_locations)
-        self.employees = DataLoader(load_employees)
-
-    def loader(self, entity: Entity, at: int | None) -> DataLoader[int, Doc | None]:
-        """Documents now (`at` None) or right after commit `at`, batched per request."""
-        if at is None:
-            return self.locations if entity == "location" else self.employees
-        if (entity, at) not in self._historic:
-            read_model = self.services.read_model
-
-            async def load(ids: Sequence[int]) -> list[Doc | None]:
-                return await read_model.docs_at(entity, ids, at)
-
-            self._historic[(entity, at)] = DataLoader(load)
-        return self._historic[(entity, at)]
+    def prime(self, entity: Entity, at: int | None, docs: Sequence[Doc]) -> None:
+        """Docs already read by a list query need no second read when nested fields ask again."""
+        loader = self._loader(entity, at)
+        for doc in docs:
+            loader.prime(int(doc["id"]), doc)
 
     def forget(self) -> None:
         """Drop cached documents (a websocket context outlives many pushed changes)."""
-        self.locations.clear_all()
-        self.employees.clear_all()
-        self._historic.clear()
+        self._loaders.clear()
 
-    def prime(self, docs: Sequence[Doc], loader: DataLoader[int, Doc | None]) -> None:
-        """Docs already read by a list query need no second read when nested fields ask again."""
-        for doc in docs:
-            loader.prime(int(doc["id"]), doc)
+    def _loader(self, entity: Entity, at: int | None) -> DataLoader[int, Doc | None]:
+        loader = self._loaders.get((entity, at))
+        if loader is None:
+            read_model = self.services.read_model
+
+            async def load(ids: Sequence[int]) -> list[Doc | None]:
+                if at is None:
+                    return await read_model.current(entity, ids)
+                return await read_model.docs_at(entity, ids, at)
+
+            loader = self._loaders[(entity, at)] = DataLoader(load)
+        return loader

@@ -158,9 +158,8 @@ async def execute(
 async def projected(info: Info, key: DocKey, position: int) -> Doc:
     """The entity as last projected; if it is not there (not yet projected, or already removed
     by a later command), as its own stream left it at the command's `position`."""
-    loader = info.context.locations if key[0] == "location" else info.context.employees
     try:
-        doc = await loader.load(key[1])
+        doc = await info.context.doc(key[0], key[1], None)
     except (RedisError, OSError) as error:  # the write happened; report it from the store
         log.warning("read model unreachable, answering from the event store: %s", error)
         doc = None

@@ -70,7 +70,7 @@ class Query:
         at_position: int | None = None, min_position: int | None = None,
     ) -> Location | None:
         at = await read_point(info, as_of, at_position, min_position)
-        doc = await info.context.loader("location", at).load(id)
+        doc = await info.context.doc("location", id, at)
         return Location.from_doc(doc, at) if doc is not None else None
 
     @strawberry.field
@@ -81,7 +81,7 @@ class Query:
         at = await read_point(info, as_of, at_position, min_position)
         read_model = info.context.services.read_model
         docs = await (read_model.all_locations() if at is None else read_model.all_locations_at(at))
-        info.context.prime(docs, info.context.loader("location", at))
+        info.context.prime("location", at, docs)
         return [Location.from_doc(doc, at) for doc in docs]
 
     @strawberry.field
@@ -90,7 +90,7 @@ class Query:
         at_position: int | None = None, min_position: int | None = None,
     ) -> Employee | None:
         at = await read_point(info, as_of, at_position, min_position)
-        doc = await info.context.loader("employee", at).load(id)
+        doc = await info.context.doc("employee", id, at)
         return Employee.from_doc(doc, at) if doc is not None else None
 
     @strawberry.field
@@ -116,13 +116,13 @@ class Query:
             )
             docs, has_next, total = page.docs, page.has_next, page.total
         else:
-            location = await context.loader("location", at).load(location_id)
+            location = await context.doc("location", location_id, at)
             ids = list(location["employee_ids"]) if location else []
             rest = [i for i in ids if i > after_id]
-            loaded = await context.loader("employee", at).load_many(rest[:first])
+            loaded = await context.docs("employee", rest[:first], at)
             docs = [d for d in loaded if d is not None]
             has_next, total = len(rest) > first, len(ids)
-        context.prime(docs, context.loader("employee", at))
+        context.prime("employee", at, docs)
         edges = [
             EmployeeEdge(cursor=encode_cursor(d["id"]), node=Employee.from_doc(d, at))
             for d in docs

@@ -33,7 +33,7 @@ class Location:
 
     @strawberry.field
     async def employees(self, info: strawberry.Info[Context, None]) -> list[Employee]:
-        docs = await info.context.loader("employee", self.at).load_many(self.employee_ids)
+        docs = await info.context.docs("employee", self.employee_ids, self.at)
         return [Employee.from_doc(doc, self.at) for doc in docs if doc is not None]
 
     @classmethod
@@ -60,7 +60,7 @@ class Employee:
 
     @strawberry.field
     async def location(self, info: strawberry.Info[Context, None]) -> Location | None:
-        doc = await info.context.loader("location", self.at).load(self.location_id)
+        doc = await info.context.doc("location", self.location_id, self.at)
         return Location.from_doc(doc, self.at) if doc is not None else None
 
     @classmethod

@@ -62,16 +62,15 @@ def evolve_employee(state: Employee | None, event: e.DomainEvent) -> Employee | 
         )
     if state is None:
         raise ValueError(f"{type(event).__name__} before EmployeeCreated")
-    state = replace(state, version=state.version + 1)
     if isinstance(event, e.EmployeeAssignedToLocation):
-        return replace(state, location_id=event.location_id)
+        return replace(state, version=state.version + 1, location_id=event.location_id)
     if isinstance(event, e.EmployeeRemovedFromLocation):
-        return replace(state, location_id=None)
+        return replace(state, version=state.version + 1, location_id=None)
     if isinstance(event, e.EmployeeJobTitleChanged):
-        return replace(state, job_title=event.job_title)
+        return replace(state, version=state.version + 1, job_title=event.job_title)
     if isinstance(event, e.EmployeeTerminated):
-        return replace(state, terminated=True)
-    return state
+        return replace(state, version=state.version + 1, terminated=True)
+    return replace(state, version=state.version + 1)
 
 
 def validate_create_location(cmd: c.CreateLocation) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any
 
 from app.domain import events as e
@@ -73,16 +73,35 @@ def default_schema() -> EventSchema:
     return schema
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def plain(value: Any) -> JSONDict:
+    """A flat dataclass's fields as JSON values (dates as ISO strings)."""
+    data: JSONDict = {}
+    for name in field_names(type(value)):
+        item = getattr(value, name)
+        data[name] = item.isoformat() if isinstance(item, dt.date) else item
+    return data
+
+
 def to_data(event: e.DomainEvent) -> JSONDict:
-    """The JSON data of a domain event (dates as ISO strings)."""
-    return {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in asdict(event).items()}
+    """The JSON data of a domain event."""
+    return plain(event)
 
 
 def from_data(event_type: str, data: Mapping[str, Any]) -> e.DomainEvent:
     """The domain event of current-shape JSON data."""
     cls = EVENT_TYPES[event_type]
     values: JSONDict = {}
-    for f in fields(cls):
-        raw = data[f.name]
-        values[f.name] = dt.date.fromisoformat(raw) if f.name == "date_of_birth" else raw
+    for name in field_names(cls):
+        raw = data[name]
+        values[name] = dt.date.fromisoformat(raw) if name == "date_of_birth" else raw
     return cls(**values)

@@ -34,10 +34,12 @@ return out
 """
 
 
-# SET key to ARGV[1] unless it already holds a larger number (writers report out of order).
+# SET key to ARGV[1] unless it already holds a larger number (writers report out of order);
+# with a channel name as ARGV[2], PUBLISH the number there too (one command, one round trip).
 RAISE_TO = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[2] then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
 return 0
 """
 
@@ -84,14 +86,9 @@ class ReadModel:
 
     async def note_head(self, position: int, announce: bool = False) -> None:
         """Record that the event store has reached `position` (for status without SQL), and
-        (`announce`) wake the projector, in whichever process it runs, in the same round trip."""
-        if not announce:
-            await self._raise_to(keys=[self.keys.head], args=[position])
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await self._raise_to(keys=[self.keys.head], args=[position], client=pipe)
-            pipe.publish(self.keys.appended_channel, position)
-            await pipe.execute()
+        (`announce`) wake the projector, in whichever process it runs, in the same command."""
+        channel = [self.keys.appended_channel] if announce else []
+        await self._raise_to(keys=[self.keys.head], args=[position, *channel])
 
     async def head(self) -> int:
         """The newest appended position any writer reported (at least the checkpoint)."""

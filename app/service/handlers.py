@@ -229,7 +229,7 @@ class CommandHandlers:
             previous = await self._store.find_command(idempotency.key)
             if previous is not None:
                 return self._replay(previous, idempotency)
-        causation_id = str(uuid.uuid4())
+        causation_id = str(uuid.UUID(int=random.getrandbits(128), version=4))  # no syscall
         held: list[tuple[str, int]] = []
 
         async def reserve(category: str) -> int:

@@ -9,7 +9,6 @@ on fresh state. Errors decided on cached state are checked again on fresh state 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections import OrderedDict
@@ -18,7 +17,7 @@ from typing import Any, TypeVar, cast
 
 from app.domain import events as e
 from app.domain.model import Employee, Location, evolve_employee, evolve_location
-from app.domain.schema import from_data
+from app.domain.schema import from_data, plain
 from app.event_store.base import EventStore, Snapshot
 
 log = logging.getLogger(__name__)
@@ -118,10 +117,7 @@ def _evolve(stream_id: str, state: Aggregate | None, event: e.DomainEvent) -> Ag
 
 
 def _freeze(state: Location | Employee) -> dict[str, Any]:
-    return {
-        k: v.isoformat() if isinstance(v, dt.date) else v
-        for k, v in dataclasses.asdict(state).items()
-    }
+    return plain(state)
 
 
 def _thaw(cls: type[A], data: dict[str, Any]) -> A:

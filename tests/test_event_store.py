@@ -138,6 +138,32 @@ async def test_listeners_hear_each_committed_append(store: SqlEventStore) -> Non
     assert heard == [2]
 
 
+async def test_batches_of_its_own_commits_equal_what_the_database_holds(
+    store: SqlEventStore, store_url: str, request: pytest.FixtureRequest
+) -> None:
+    """The appending store answers batches of its newest commits from memory: every answer
+    must equal a fresh store's (which reads the database), whatever the batch bounds."""
+    await store.append([tick("a-1", 1), tick("a-1", 2), tick("b-1", 3)], {"a-1": 0, "b-1": 0},
+                       {"actor": "x"})
+    for n in range(4, 9):
+        await store.append([tick("c-1", n)], {"c-1": n - 4})
+    direct = request.node.callspec.params.get("store_url") != "sqlite-aiosqlite"
+    fresh = await SqlEventStore.open(store_url, default_schema(), direct=direct)
+    try:
+        for after in range(0, 9):
+            for limit in (1, 2, 3, 100):
+                assert await store.read_batch(after, limit) == \
+                    await fresh.read_batch(after, limit), (after, limit)
+        # another process appends: this store's memory has a gap, its reads still see all
+        await fresh.append([tick("d-1", 9)], {"d-1": 0})
+        await store.append([tick("e-1", 10)], {"e-1": 0})
+        assert [e.position for e in await store.read_batch(7, 100)] == [8, 9, 10]
+        assert [e.position for e in await store.read_batch(9, 100)] == [10]
+        assert await store.read_batch(7, 100) == await fresh.read_batch(7, 100)
+    finally:
+        await fresh.close()
+
+
 async def test_racing_writers_lose_no_update(store_url: str) -> None:
     """20 writers, each with its own connection pool, race to bump the same two streams."""
     stores = [await SqlEventStore.open(store_url, default_schema()) for _ in range(20)]

@@ -40,6 +40,7 @@ from app.event_store.base import (
     StoreUnavailable,
     split_stream_id,
 )
+from app.event_store.recent import RecentCommits
 from app.event_store.sqlite_file import TIME_FORMAT, SqliteFile, file_of, select_events
 from app.event_store.tables import commands, events, metadata, snapshots, streams
 
@@ -186,6 +187,7 @@ class SqlEventStore:
         # SQLite files: hot paths on sqlite3 directly unless `direct` is off (then aiosqlite).
         self._file = SqliteFile(path) if path is not None and direct else None
         self._parsed: tuple[str, dt.datetime] = ("", dt.datetime.min)
+        self._recent = RecentCommits()
 
     @classmethod
     async def open(cls, url: str, schema: EventSchema, direct: bool = True) -> SqlEventStore:
@@ -268,12 +270,12 @@ class SqlEventStore:
             return
         try:
             if self._file is not None:
-                outcomes = await self._file.write(lambda conn: self._write_sqlite(conn, live))
+                plan = await self._file.write(lambda conn: self._write_sqlite(conn, live))
             else:
                 async with self._engine.connect() as conn:
                     conn = await conn.execution_options(sqlite_immediate=True)
                     async with conn.begin():
-                        outcomes = await self._append_group(conn, live)
+                        plan = await self._append_group(conn, live)
         except UNAVAILABLE as exc:
             self._settle(live, [StoreUnavailable(str(exc))] * len(live))
             return
@@ -294,7 +296,8 @@ class SqlEventStore:
                 exc = StoreUnavailable(str(exc))
             self._settle(live, [exc] * len(live))
             return
-        self._settle(live, outcomes)
+        self._recent.add(RecordedEvent(**row) for row in plan.rows)
+        self._settle(live, plan.outcomes)
 
     def _settle(
         self, group: list[_Request], outcomes: Sequence[AppendResult | BaseException]
@@ -317,9 +320,7 @@ class SqlEventStore:
             else:
                 request.future.set_exception(outcome)
 
-    async def _append_group(
-        self, conn: AsyncConnection, group: list[_Request]
-    ) -> list[AppendResult | BaseException]:
+    async def _append_group(self, conn: AsyncConnection, group: list[_Request]) -> _Plan:
         """The group through SQLAlchemy (PostgreSQL; SQLite in memory)."""
         if not self._sqlite:
             await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
@@ -339,11 +340,9 @@ class SqlEventStore:
             await self._advance_streams(conn, plan)
         if plan.command_rows:
             await conn.execute(commands.insert(), plan.command_rows)
-        return plan.outcomes
+        return plan
 
-    def _write_sqlite(
-        self, conn: sqlite3.Connection, group: list[_Request]
-    ) -> list[AppendResult | BaseException]:
+    def _write_sqlite(self, conn: sqlite3.Connection, group: list[_Request]) -> _Plan:
         """The group on the SQLite writer thread, inside its BEGIN IMMEDIATE transaction."""
         known: dict[str, IdempotencyRecord] = {}
         keys = [r.idempotency.key for r in group if r.idempotency is not None]
@@ -391,7 +390,7 @@ class SqlEventStore:
                   r["commit_position"], r["recorded_at"].strftime(TIME_FORMAT))
                  for r in plan.command_rows],
             )
-        return plan.outcomes
+        return plan
 
     async def _advance_streams(self, conn: AsyncConnection, plan: _Plan) -> None:
         created, updated = plan.created(), plan.updated()
@@ -531,6 +530,9 @@ class SqlEventStore:
         return await self._select(query.order_by(events.c.position).limit(limit))
 
     async def read_batch(self, after_position: int, limit: int) -> list[RecordedEvent]:
+        recent = self._recent.batch(after_position, limit)
+        if recent is not None:
+            return recent
         if self._file is not None:
             return await self._raw_batch(after_position, limit)
         batch = await self.read_all(after_position, limit)

@@ -39,16 +39,25 @@ class CheckpointWaiter:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while self.position < position:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            now = loop.time()
+            if now >= deadline:
                 return False
             future: asyncio.Future[None] = loop.create_future()
             heapq.heappush(self._waiting, (position, next(self._order), future))
+            # woken by an advance, or at the poll time by this timer (one handle, no wrapper)
+            timer = loop.call_at(min(deadline, now + POLL_SECONDS), _wake, future)
             try:
-                await asyncio.wait_for(future, min(remaining, POLL_SECONDS))
-            except TimeoutError:
+                await future
+            finally:
+                timer.cancel()
+            if self.position < position:  # the poll time came: ask Redis
                 try:
                     await self.advance(await self._read_model.checkpoint())
                 except (RedisError, OSError):
                     return False  # the read model is unreachable: waiting cannot help
         return True
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

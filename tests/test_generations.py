@@ -216,25 +216,31 @@ async def test_the_audit_notices_lost_keys_and_rebuilds(
 
 
 async def test_projection_status_reports_a_rebuild_while_it_runs(
-    store: SqlEventStore, redis: Redis, keys: Keys
+    store: SqlEventStore, redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await workload(command_handlers(store), seed=41, events=300)
     runner = runner_for(store, redis, keys)
     await runner.prepare()
     model = ReadModel(redis, keys.at(1))
-    looks: list[asyncio.Task[tuple[bool, Any]]] = []
+    # the rebuild is held at its first read of the store, so it is surely running when looked at
+    gate, read_batch = asyncio.Event(), store.read_batch
 
-    async def look() -> tuple[bool, Any]:
-        return await model.rebuilding(), await redis.get(keys.rebuilding)
+    async def held(after: int, limit: int) -> list[Any]:
+        await gate.wait()
+        return await read_batch(after, limit)
 
-    def progressed(_progress: Any) -> None:  # looked at while the rebuild goes on
-        looks.append(asyncio.create_task(look()))
+    monkeypatch.setattr(store, "read_batch", held)
+    rebuild = asyncio.create_task(runner.generations.rebuild("test"))
 
-    await runner.generations.rebuild("test", progressed)
-    during = [await task for task in looks[:-1]]  # the last report comes after the switch
-    assert during and all(flag for flag, _ in during)
-    status = json.loads(str(during[0][1]))
+    async def started() -> bool:
+        return bool(await redis.exists(keys.rebuilding))
+
+    await until(started)
+    assert await model.rebuilding()
+    status = json.loads(str(await redis.get(keys.rebuilding)))
     assert status["generation"] == 2 and status["head"] == await store.head_position()
+    gate.set()
+    await rebuild
     assert not await model.rebuilding()
     await model.follow_pointer()
     assert model.keys.generation == 2

@@ -103,7 +103,7 @@ async def _project(settings: Settings, _args: argparse.Namespace) -> int:
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     """Blue/green: the live read model keeps answering until the new one is complete."""
-    from app.bootstrap import bootstrap
+    from app.bootstrap import bootstrap, settle_heap
     from app.projections.generations import Progress
 
     def show(progress: Progress) -> None:
@@ -112,6 +112,7 @@ async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
                   f"generation {progress.generation}  {progress.rate:,.0f} events/s  ETA {eta}")
 
     async with bootstrap(settings, run_projector=False, follow=False) as services:
+        settle_heap(settings.gc_threshold)
         generations = services.runner.generations
         generation, retired = await generations.rebuild("`python -m app rebuild`", show)
         print(file=sys.stderr)

@@ -21,11 +21,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from app.bootstrap import settle_heap
 from app.domain.schema import default_schema
 from app.event_store.sqlalchemy import SqlEventStore
 from app.projections.generations import Generations
 from app.read_model.client import connect
 from app.read_model.keys import Keys
+from app.settings import Settings
 from bench.common import (
     Figure,
     Options,
@@ -46,6 +48,7 @@ async def rebuild(db: Path, redis_url: str, prefix: str) -> tuple[float, int]:
     """(seconds to catch up, events) for a fresh prefix."""
     store = await SqlEventStore.open(f"sqlite+aiosqlite:///{db}", default_schema())
     redis = connect(redis_url)  # the client the service uses
+    settle_heap(Settings().gc_threshold)  # as `python -m app rebuild` does
     try:
         generations = Generations(store, redis, Keys(prefix), batch_size=BATCH)
         with Stopwatch() as watch:

@@ -103,7 +103,7 @@ async def _project(settings: Settings, _args: argparse.Namespace) -> int:
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     """Blue/green: the live read model keeps answering until the new one is complete."""
-    from app.bootstrap import bootstrap, settle_heap
+    from app.bootstrap import bootstrap, collector_paused, settle_heap
     from app.projections.generations import Progress
 
     def show(progress: Progress) -> None:
@@ -114,7 +114,8 @@ async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     async with bootstrap(settings, run_projector=False, follow=False) as services:
         settle_heap(settings.gc_threshold)
         generations = services.runner.generations
-        generation, retired = await generations.rebuild("`python -m app rebuild`", show)
+        with collector_paused():
+            generation, retired = await generations.rebuild("`python -m app rebuild`", show)
         print(file=sys.stderr)
         print(f"switched to generation {generation}", file=sys.stderr)
         if args.keep_old:

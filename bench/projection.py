@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from app.bootstrap import settle_heap
+from app.bootstrap import collector_paused, settle_heap
 from app.domain.schema import default_schema
 from app.event_store.sqlalchemy import SqlEventStore
 from app.projections.generations import Generations
@@ -51,7 +51,7 @@ async def rebuild(db: Path, redis_url: str, prefix: str) -> tuple[float, int]:
     settle_heap(Settings().gc_threshold)  # as `python -m app rebuild` does
     try:
         generations = Generations(store, redis, Keys(prefix), batch_size=BATCH)
-        with Stopwatch() as watch:
+        with Stopwatch() as watch, collector_paused():  # as `python -m app rebuild` does
             generation, _ = await generations.rebuild("bench")
         return watch.seconds, int(await redis.get(Keys(prefix).at(generation).checkpoint) or 0)
     finally:

@@ -1,12 +1,16 @@
-"""The schema's prepared documents (parsed and validated once per query text) and the heap
-settling of long-running processes."""
+"""The schema's prepared documents (parsed and validated once per query text), and how
+long-running processes and the rebuild configure the garbage collector."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 
+import pytest
+
+from app.bootstrap import collector_paused
 from app.schema import PreparedDocuments, build_schema
 from app.settings import Settings
 
@@ -65,3 +69,20 @@ def test_a_settled_process_freezes_its_start_up_heap_and_collects_young_objects_
            "print(gc.get_freeze_count())")
     assert subprocess.run([sys.executable, "-c", off], capture_output=True, text=True,
                           check=True).stdout.strip() == "0"
+
+
+def test_a_paused_collector_runs_again_after_the_job_even_when_it_fails() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("the rebuild failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()

@@ -552,19 +552,19 @@ class SqlEventStore:
         """One read: the batch, plus the rest of its last append (index 8: commit_position)."""
         assert self._file is not None
 
-        def work(conn: sqlite3.Connection) -> list[Any]:
+        def work(conn: sqlite3.Connection) -> list[RecordedEvent]:
             rows = conn.execute(select_events("position > ?", limit=True),
                                 (after_position, limit)).fetchall()
             if rows and rows[-1][8] > rows[-1][0]:
                 rows += conn.execute(select_events("position > ? AND position <= ?"),
                                      (rows[-1][0], rows[-1][8])).fetchall()
-            return rows
+            # decoded here: the event loop goes on meanwhile (a projector writing its last batch)
+            return [self._from_row(row) for row in rows]
 
         try:
-            rows = await self._file.read(work)
+            return await self._file.read(work)
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return [self._from_row(row) for row in rows]
 
     async def _scalar(self, query: sa.Select[Any]) -> Any:
         async with self._sql() as conn:

@@ -197,11 +197,12 @@ def _wire(services: Services, run_projector: bool) -> None:
     announcing: list[asyncio.Task[Any]] = []
 
     async def announce() -> None:
-        """One announcement per burst: a group commit calls `appended` once per command."""
+        """One announcement per burst: a group commit calls `appended` once per command. The
+        head is always raised; the wake-up notice only goes out when the projector leads in
+        another process (one that takes the lease meanwhile catches up when it starts)."""
         while head["appended"] > head["announced"]:
             position = head["appended"]
-            # announced even beside a local projector: it may not be the one holding the lease
-            await _announce(services, position)
+            await _announce(services, position, wake_others=not runner.leading)
             head["announced"] = position
 
     def appended(position: int) -> None:
@@ -241,13 +242,14 @@ async def run_projector_alone(services: Services) -> None:
     await services.runner.run()
 
 
-async def _announce(services: Services, position: int) -> None:
-    """Tell Redis the store's new head and wake the projector, in whichever process it runs.
+async def _announce(services: Services, position: int, wake_others: bool) -> None:
+    """Tell Redis the store's new head and (`wake_others`) wake the projector in whichever
+    process it runs.
 
     Best effort: without Redis the projector finds the events by polling once Redis is back.
     """
     try:
-        await services.read_model.note_head(position, announce=True)
+        await services.read_model.note_head(position, announce=wake_others)
     except (RedisError, OSError) as error:
         log.warning("could not announce position %d: %s", position, error)
 

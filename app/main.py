@@ -97,12 +97,16 @@ class GraphQLApp(GraphQL[Context, None]):
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
         """Strawberry answers a JSON body that is not an object or list (`"x"`, `5`, `null`)
-        with a 500 (it calls `.get` on it): refuse it as a bad request instead."""
-        if request.method == "POST" and "application/json" in (request.content_type or "").lower():
-            body = self.parse_json(await request.get_body())  # Starlette caches the body
-            if not isinstance(body, dict | list):
-                raise HTTPException(400, "The request body must be a JSON object.")
-        return await super().parse_http_body(request)
+        with a 500 (it calls `.get` on it): refuse it as a bad request instead. The body is
+        looked at again only then (Starlette caches it): a good request is parsed once."""
+        try:
+            return await super().parse_http_body(request)
+        except AttributeError:
+            if request.method == "POST" and not isinstance(
+                self.parse_json(await request.get_body()), dict | list
+            ):
+                raise HTTPException(400, "The request body must be a JSON object.") from None
+            raise
 
 
 def _error_body(message: str, code: str) -> bytes:

@@ -366,12 +366,13 @@ class SqlEventStore:
         ).fetchone()
         plan = _plan(group, known, stored, (last[0], self._time(last[1])) if last else None)
         if plan.rows:
+            recorded = plan.rows[0]["recorded_at"].strftime(TIME_FORMAT)  # one time per group
             conn.executemany(
                 "INSERT INTO events (position, stream_id, version, type, schema_version, data,"
                 " metadata, recorded_at, commit_position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r["position"], r["stream_id"], r["version"], r["type"], r["schema_version"],
                   orjson.dumps(r["data"]).decode(), orjson.dumps(r["metadata"]).decode(),
-                  r["recorded_at"].strftime(TIME_FORMAT), r["commit_position"])
+                  recorded, r["commit_position"])
                  for r in plan.rows],
             )
             conn.executemany(

@@ -129,6 +129,14 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body, "more_body": more_body})
 
 
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a request header (names are lower-case in ASGI)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
 class BodyLimit:
     """Refuses an HTTP body over `max_bytes` with 413: at once when Content-Length says so,
     otherwise as soon as that many bytes have arrived (the rest is never read)."""
@@ -142,9 +150,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(receive, send)
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.max_bytes:
+                await self._refuse(receive, send)
+                return
+            # the server frames the body by Content-Length: it cannot grow past it
+            await self.app(scope, receive, send)
             return
         messages: list[Any] = []
         size = 0
@@ -202,17 +214,36 @@ class RequestTimeout:
                 started = True
             await send(message)
 
+        # What asyncio.timeout does, with one timer handle and no context object: cancel the
+        # request's task when the time is up, and tell that cancellation from any other.
+        task = asyncio.current_task()
+        assert task is not None
+        expired, cancelling = False, task.cancelling()
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.seconds, expire)
         try:
-            async with asyncio.timeout(self.seconds):
-                await self.app(scope, receive, send_tracking)
-        except TimeoutError:
-            REJECTIONS.labels("timeout").inc()
-            log.warning("request to %s cancelled after %ss", scope.get("path"), self.seconds)
-            if not started:
-                await _send_error(
-                    send, 503, f"The request took longer than {self.seconds:g} s; try again.",
-                    "REQUEST_TIMEOUT",
-                )
+            await self.app(scope, receive, send_tracking)
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > cancelling:
+                raise  # cancelled from outside (the server stopping), not by this timer
+        else:
+            if expired:  # finished in the same step the timer fired: keep no cancel pending
+                task.uncancel()
+            return
+        finally:
+            timer.cancel()
+        REJECTIONS.labels("timeout").inc()
+        log.warning("request to %s cancelled after %ss", scope.get("path"), self.seconds)
+        if not started:
+            await _send_error(
+                send, 503, f"The request took longer than {self.seconds:g} s; try again.",
+                "REQUEST_TIMEOUT",
+            )
 
 
 class CorrelationId:
@@ -225,7 +256,7 @@ class CorrelationId:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
         valid = 0 < len(given) <= 200 and given.isprintable()
         request_id = given if valid else new_correlation_id()
         token = correlation_id.set(request_id)

@@ -48,6 +48,9 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    seconds: float = 0.0
+    cpu_us_per_request: float = float("nan")
+    """CPU time (user + system, every thread) the server spent per request, when measured."""
 
 
 def body(query: str, **variables: object) -> str:
@@ -80,7 +83,26 @@ def wrk(url: str, template: str, ids: int, seconds: float, connections: int,
     errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(g) for g in m.groups())
-    return Load(rate, _latency(out, "50%"), _latency(out, "99%"), errors)
+    return Load(rate, _latency(out, "50%"), _latency(out, "99%"), errors, max(seconds, 1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_on(server: Process, url: str, template: str, ids: int, seconds: float,
+           connections: int, method: str = "POST") -> Load:
+    """`wrk`, also measuring the CPU time `server` spent per request meanwhile: steadier than
+    the request rate on a machine whose speed drifts, and comparable between servers."""
+    before = cpu_seconds(server.process.pid)
+    load = wrk(url, template, ids, seconds, connections, method)
+    spent = cpu_seconds(server.process.pid) - before
+    requests = load.requests_per_second * load.seconds
+    load.cpu_us_per_request = spent / requests * 1e6 if requests else float("nan")
+    return load
 
 
 def _latency(out: str, percentile: str) -> float:

@@ -14,7 +14,7 @@ Goal: ≥ 0.5× the no-op mutation; the server's peak RSS is reported.
 from __future__ import annotations
 
 from bench.common import Figure, Options, cli, median, progress, redis_server
-from bench.http import EMPLOYEES, Load, body, both_servers, check, wrk
+from bench.http import EMPLOYEES, Load, body, both_servers, check, wrk_on
 
 RETITLE = body(
     "mutation($id: Int!, $t: String!) { changeEmployeeJobTitle(input: {employeeId: $id, "
@@ -37,8 +37,9 @@ def run(options: Options) -> list[Figure]:
             data = check(url, RETITLE)["data"]
             assert data["changeEmployeeJobTitle"]["__typename"] == "EmployeePayload", data  # type: ignore[index]
         for _ in range(options.repeats):
-            ours_loads.append(wrk(ours.url, RETITLE, EMPLOYEES, seconds, CONNECTIONS))
-            base_loads.append(wrk(base_gql, RETITLE, EMPLOYEES, seconds, CONNECTIONS))
+            ours_loads.append(wrk_on(ours, ours.url, RETITLE, EMPLOYEES, seconds, CONNECTIONS))
+            base_loads.append(wrk_on(baseline, base_gql, RETITLE, EMPLOYEES, seconds,
+                                     CONNECTIONS))
         rss, rss0 = ours.peak_rss_mib(), baseline.peak_rss_mib()
 
     def note(loads: list[Load]) -> str:
@@ -47,12 +48,17 @@ def run(options: Options) -> list[Figure]:
                 f"p99 {median([x.p99_ms for x in loads]):.1f} ms"
                 + (f", {errors} errors" if errors else ""))
 
+    def cpu(loads: list[Load]) -> float:
+        return median([x.cpu_us_per_request for x in loads])
+
     rate = median([x.requests_per_second for x in ours_loads])
     rate0 = median([x.requests_per_second for x in base_loads])
     return [
         Figure("mutations", "changeEmployeeJobTitle over HTTP (waits for its projection)", rate,
                "req/s", "strawberry no-op mutation, same shape", rate0, 0.5,
                note=note(ours_loads)),
+        Figure("mutations", "API process CPU per changeEmployeeJobTitle", cpu(ours_loads),
+               "µs", "no-op mutation's CPU", cpu(base_loads), higher_is_better=False),
         Figure("mutations", "API process peak RSS under the mutation load", rss, "MiB",
                "no-op app's peak RSS", rss0, higher_is_better=False),
     ]

@@ -14,7 +14,7 @@ Goal: ≥ 0.8× the constant app; the ratio to the bare GET and the server's pea
 from __future__ import annotations
 
 from bench.common import Figure, Options, cli, median, progress, redis_server
-from bench.http import EMPLOYEES, LOCATIONS, Load, body, both_servers, check, wrk
+from bench.http import EMPLOYEES, LOCATIONS, Load, body, both_servers, check, wrk, wrk_on
 
 FIELDS = "id firstName lastName jobTitle locationId version updatedAt"
 EMPLOYEE = body(f"query($id: Int!) {{ employee(id: $id) {{ {FIELDS} }} }}", id="__ID__")
@@ -35,16 +35,21 @@ def run(options: Options) -> list[Figure]:
             check(url, EMPLOYEE)
             check(url, LOCATION)
         for _ in range(options.repeats):  # interleaved: drift in the machine's load hits all alike
-            loads["emp"].append(wrk(ours_gql, EMPLOYEE, EMPLOYEES, seconds, CONNECTIONS))
-            loads["emp0"].append(wrk(base_gql, EMPLOYEE, EMPLOYEES, seconds, CONNECTIONS))
-            loads["loc"].append(wrk(ours_gql, LOCATION, LOCATIONS, seconds, CONNECTIONS))
-            loads["loc0"].append(wrk(base_gql, LOCATION, LOCATIONS, seconds, CONNECTIONS))
+            loads["emp"].append(wrk_on(ours, ours_gql, EMPLOYEE, EMPLOYEES, seconds, CONNECTIONS))
+            loads["emp0"].append(wrk_on(baseline, base_gql, EMPLOYEE, EMPLOYEES, seconds,
+                                        CONNECTIONS))
+            loads["loc"].append(wrk_on(ours, ours_gql, LOCATION, LOCATIONS, seconds, CONNECTIONS))
+            loads["loc0"].append(wrk_on(baseline, base_gql, LOCATION, LOCATIONS, seconds,
+                                        CONNECTIONS))
             loads["get"].append(wrk(f"{baseline.url}/get/__ID__", "", EMPLOYEES, seconds,
                                     CONNECTIONS, method="GET"))
         rss, rss0 = ours.peak_rss_mib(), baseline.peak_rss_mib()
 
     def rate(key: str) -> float:
         return median([load.requests_per_second for load in loads[key]])
+
+    def cpu(key: str) -> float:
+        return median([load.cpu_us_per_request for load in loads[key]])
 
     def note(key: str) -> str:
         errors = sum(load.errors for load in loads[key])
@@ -57,6 +62,10 @@ def run(options: Options) -> list[Figure]:
                "strawberry, constant resolvers", rate("emp0"), 0.8, note=note("emp")),
         Figure("queries", "location(id) { employees } (50) over HTTP", rate("loc"), "req/s",
                "strawberry, constant resolvers", rate("loc0"), 0.8, note=note("loc")),
+        Figure("queries", "API process CPU per employee(id)", cpu("emp"), "µs",
+               "constant app's CPU", cpu("emp0"), higher_is_better=False),
+        Figure("queries", "API process CPU per location(id) { employees }", cpu("loc"), "µs",
+               "constant app's CPU", cpu("loc0"), higher_is_better=False),
         Figure("queries", "employee(id) over HTTP vs one Redis GET", rate("emp"), "req/s",
                "bare Starlette endpoint, one Redis GET", rate("get"), note=note("get")),
         Figure("queries", "API process peak RSS under the query loads", rss, "MiB",

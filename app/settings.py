@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     document_cache_size: int = 100_000
     """Current documents each API process keeps, fed by the change feed (0: off)."""
     gc_threshold: int = 20_000
-    """Allocations between the garbage collector's young-generation passes in `serve` and
-    `project` processes (Python's default: 700); 0 keeps the interpreter's default."""
+    """Allocations between the garbage collector's young-generation passes in `serve`,
+    `project` and `rebuild` processes, which also freeze their start-up heap (Python's default:
+    700); 0 keeps the interpreter's defaults."""
     run_projector: bool = True
     log_level: str = "INFO"
     log_json: bool = True

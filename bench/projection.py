@@ -48,7 +48,6 @@ async def rebuild(db: Path, redis_url: str, prefix: str) -> tuple[float, int]:
     """(seconds to catch up, events) for a fresh prefix."""
     store = await SqlEventStore.open(f"sqlite+aiosqlite:///{db}", default_schema())
     redis = connect(redis_url)  # the client the service uses
-    settle_heap(Settings().gc_threshold)  # as `python -m app rebuild` does
     try:
         generations = Generations(store, redis, Keys(prefix), batch_size=BATCH)
         with Stopwatch() as watch, collector_paused():  # as `python -m app rebuild` does
@@ -116,6 +115,7 @@ def run(options: Options, events: int | None = None) -> list[Figure]:
         db = Path(tmp) / "events.db"
         asyncio.run(_create(db))
         written = write_sqlite(db, size)
+        settle_heap(Settings().gc_threshold)  # once, as `python -m app rebuild` does
         for _ in range(options.repeats):
             prefix, copy = unique_prefix("projection"), unique_prefix("raw")
             try:

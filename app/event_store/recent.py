@@ -44,6 +44,3 @@ class RecentCommits:
         last = events[end - 1]
         end += last.commit_position - last.position  # the run holds whole commits
         return events[start:end]
-
-    def clear(self) -> None:
-        self._events.clear()

@@ -453,9 +453,10 @@ def _discard(task: asyncio.Task[Any]) -> None:
 def raise_if_cancelled() -> None:
     """Stop if this task was asked to, even when a cancellation was swallowed below us.
 
-    On Python 3.11 `asyncio.wait_for` (redis-py sends every command through it) returns normally
-    when a cancellation races a finished operation; `run()` would then go on forever and any
-    shutdown awaiting the cancelled task would hang.
+    On Python 3.11 `asyncio.wait_for` (the projector's idle wait uses it, and redis-py's own
+    connection class writes every command through it) returns normally when a cancellation
+    races a finished operation; `run()` would then go on forever and any shutdown awaiting the
+    cancelled task would hang.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():

@@ -58,7 +58,7 @@ class DocumentCache:
 
     def lookup(self, entity: Entity, ids: Sequence[int]) -> list[tuple[int, Doc | None] | None]:
         """Per id its (position, document), or None where this cache cannot answer."""
-        if self.position is None or self.position < self.known:
+        if not self._answering():
             return [None] * len(ids)
         found: list[tuple[int, Doc | None] | None] = []
         for entity_id in ids:
@@ -71,7 +71,7 @@ class DocumentCache:
 
     def answer(self, entity: Entity, ids: Sequence[int]) -> list[Doc | None] | None:
         """The documents (None where an entity is gone), if this cache can answer them all."""
-        if self.position is None or self.position < self.known:
+        if not self._answering():
             return None
         docs: list[Doc | None] = []
         for entity_id in ids:
@@ -91,6 +91,10 @@ class DocumentCache:
             return
         for entity_id, doc in zip(ids, docs, strict=True):
             self._store((entity, entity_id), checkpoint, doc)
+
+    def _answering(self) -> bool:
+        """Following the feed, and every batch up to the newest checkpoint seen is applied."""
+        return self.position is not None and self.position >= self.known
 
     def __len__(self) -> int:
         return len(self._docs)

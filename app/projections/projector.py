@@ -1,14 +1,15 @@
 """The projector: tails the event store by position and applies each batch to Redis exactly once.
 
-Each batch is read from the checkpoint C, applied with WATCH on the checkpoint, and committed in
-one MULTI/EXEC together with the new checkpoint and the PUBLISH of its changes. If any other
-projector moved the checkpoint in between, EXEC aborts and nothing is applied: a crash or a race
-can neither apply an event twice nor skip one.
+Each batch is read from the checkpoint C and written by one Lua script (`APPLY`) that applies
+its writes, the new checkpoint and the PUBLISH of its changes only if the checkpoint is still C.
+If any other projector moved the checkpoint in between, nothing is applied: a crash or a race can
+neither apply an event twice nor skip one. (A script is atomic like MULTI/EXEC, and one round
+trip instead of WATCH, a read and EXEC, with one reply instead of one per queued command.)
 
-On a generation of the read model (see `app.read_model.keys`), a live projector also WATCHes the
-generation pointer: once a rebuild switched queries to a new generation, no batch lands in the
-old one, and the projector says so (`GenerationChanged`). A checkpoint or pointer that vanished
-(Redis flushed or replaced) is `ReadModelDamaged`: the caller rebuilds.
+On a generation of the read model (see `app.read_model.keys`), a live projector's batches are
+also conditional on the generation pointer: once a rebuild switched queries to a new generation,
+no batch lands in the old one, and the projector says so (`GenerationChanged`). A checkpoint or
+pointer that vanished (Redis flushed or replaced) is `ReadModelDamaged`: the caller rebuilds.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
 from app.observability import PROJECTION_BATCH
@@ -36,24 +36,29 @@ from app.read_model.keys import Keys
 
 log = logging.getLogger(__name__)
 
-# Adds every history entry of a batch in one command: ZADDs queued one per entity cost redis-py a
-# packed command and a parsed QUEUED reply each (a batch touches ~1 000 entities). Runs inside the
-# batch's MULTI/EXEC like any other command. ARGV: per key, its entry count then score, member…
-ADD_HISTORY = """
-local a = 1
-for i = 1, #KEYS do
-  local n = tonumber(ARGV[a])
-  a = a + 1
-  local j = 0
-  while j < n do
-    local m = math.min(n - j, 1000)
-    redis.call('ZADD', KEYS[i], unpack(ARGV, a, a + 2 * m - 1))
-    a = a + 2 * m
-    j = j + m
-  end
+# One batch, all or nothing, if the read model still stands where the batch was read from.
+# KEYS: the checkpoint, the generation pointer. ARGV: the checkpoint the batch was read from, the
+# generation the batch is for ('' when the pointer is not checked), '1' when an absent checkpoint
+# means 0 (a read model without generations), then the writes: per command, its argument count
+# then its arguments. Returns 1 when applied, else {checkpoint, pointer} as they are.
+APPLY = """
+local checkpoint = redis.call('GET', KEYS[1])
+local pointer = false
+if ARGV[2] ~= '' then pointer = redis.call('GET', KEYS[2]) end
+local current = checkpoint
+if not current and ARGV[3] == '1' then current = '0' end
+if current ~= ARGV[1] or (ARGV[2] ~= '' and pointer ~= ARGV[2]) then
+  return {checkpoint, pointer}
 end
-return #KEYS
+local a = 4
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  redis.call(unpack(ARGV, a + 1, a + n))
+  a = a + n + 1
+end
+return 1
 """
+CHUNK = 1000  # members per MSET/ZADD: Lua's unpack() takes at most ~8 000 values
 CheckpointListener = Callable[[int], Awaitable[None]]
 Audit = Callable[[], Awaitable[None]]
 TRANSIENT = (StoreUnavailable, RedisConnectionError, RedisTimeoutError, OSError)
@@ -61,6 +66,10 @@ TRANSIENT = (StoreUnavailable, RedisConnectionError, RedisTimeoutError, OSError)
 
 class ReadModelDamaged(Exception):
     """The read model lost keys it cannot be without (its checkpoint, its pointer, documents)."""
+
+
+class CheckpointMoved(Exception):
+    """A batch was refused: the read model no longer stands where the batch was read from."""
 
 
 class GenerationChanged(Exception):
@@ -95,6 +104,11 @@ class Projector:
         self.position = 0
         self.events_applied = 0
         self._prefetch: tuple[int, asyncio.Task[list[RecordedEvent]]] | None = None
+        # Where this projector's last batch left the read model, and the documents it wrote:
+        # the next catch-up starts there without reading them back (its batch is conditional
+        # on the checkpoint still being there). None: read the checkpoint from Redis.
+        self._left: tuple[int, dict[DocKey, Doc | None]] | None = None
+        self._apply = redis.register_script(APPLY)
 
     def wake(self, _position: int = 0) -> None:
         """New events were appended: stop waiting and catch up."""
@@ -130,8 +144,11 @@ class Projector:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 raise_if_cancelled()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                if not self._wake.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                    if not self._wake.is_set():  # a poll: look at Redis itself (damage, rivals)
+                        self._left = None
                 self._wake.clear()
         finally:
             self._drop_prefetch()
@@ -159,22 +176,28 @@ class Projector:
         try:
             while await self._pipeline(until):
                 log.info("checkpoint moved under us (another projector?); re-reading")
+        except BaseException:
+            self._left = None
+            raise
         finally:
             self._drop_prefetch()
 
     async def _pipeline(self, until: int | None) -> bool:
         """Apply batches back to back, preparing each while the previous one is written.
 
-        Batch N+1 is read (ahead), its documents fetched and the events applied while batch N's
-        MULTI/EXEC is on its way to Redis; the documents N leaves are carried over in memory.
-        N+1 is only sent once N has committed, and like any batch it WATCHes the checkpoint
-        and applies only if the checkpoint is still where N left it: so exactly once holds, and
-        documents fetched before N committed can only be ones N did not touch (those are
-        carried) or ones a rival changed (then the checkpoint moved and N+1 aborts). True when
-        a rival moved the checkpoint: the caller starts again from the checkpoint in Redis.
+        Batch N+1 is read (ahead), its documents fetched and the events applied while batch N
+        is on its way to Redis; the documents N leaves are carried over in memory (also into the
+        next catch-up, which starts where N left the read model). N+1 is only sent once N has
+        committed, and like any batch it applies only if the checkpoint is still where N left
+        it: so exactly once holds, and documents fetched before N committed can only be ones N
+        did not touch (those are carried) or ones a rival changed (then the checkpoint moved and
+        N+1 is refused). True when a rival moved the checkpoint: the caller starts again from
+        the checkpoint in Redis.
         """
-        checkpoint = await self.checkpoint()
-        carried: dict[DocKey, Doc | None] = {}
+        if self._left is not None:
+            checkpoint, carried = self._left
+        else:
+            checkpoint, carried = await self.checkpoint(), {}
         writing: asyncio.Task[None] | None = None
         written: list[RecordedEvent] = []
         started = 0.0
@@ -205,12 +228,14 @@ class Projector:
                 started = time.perf_counter()
                 writing = asyncio.create_task(self._write_batch(checkpoint, events, result))
                 written, carried, checkpoint = events, result.docs, events[-1].position
+                self._left = None  # until N is known to be in Redis
             if writing is not None:
                 await writing
                 writing = None
                 await self._committed(written, started)
-        except WatchError:
+        except CheckpointMoved:
             self._drop_prefetch()
+            self._left = None
             return True
         finally:
             if writing is not None:  # cancelled or failed meanwhile: the batch in flight
@@ -220,17 +245,29 @@ class Projector:
                     self.position = written[-1].position
                     self.events_applied += len(written)
         self.position = checkpoint  # where this catch-up left the read model
+        self._left = (checkpoint, carried)
         return False
 
     async def _write_batch(
         self, checkpoint: int, events: list[RecordedEvent], result: projection.BatchResult
     ) -> None:
-        """One batch in one MULTI/EXEC, if the checkpoint is still `checkpoint`."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            await self._watch(pipe, checkpoint)
-            pipe.multi()  # type: ignore[no-untyped-call]
-            self._queue_batch(pipe, checkpoint, events, result)
-            await pipe.execute()
+        """One batch in one script call, applied only if the checkpoint is still `checkpoint`
+        (and, fenced, the pointer still names this generation); else `CheckpointMoved`."""
+        generation = self._keys.generation
+        args: list[Any] = [
+            checkpoint, generation if self._fenced else "", "1" if generation is None else "0",
+        ]
+        self._batch_commands(args, checkpoint, events, result)
+        outcome = await self._apply(
+            keys=[self._keys.checkpoint, self._keys.generation_pointer], args=args
+        )
+        if outcome != 1:
+            raw, pointer = outcome
+            try:
+                current = self._current(raw, pointer if self._fenced else None)
+            except (ReadModelDamaged, GenerationChanged) as moved:
+                raise CheckpointMoved(str(moved)) from moved
+            raise CheckpointMoved(f"the checkpoint is at {current}, not {checkpoint}")
 
     async def _committed(self, events: list[RecordedEvent], started: float) -> None:
         self.position = events[-1].position
@@ -270,21 +307,6 @@ class Projector:
                 raise GenerationChanged(int(pointer))
         return int(raw)
 
-    async def _watch(self, pipe: Any, checkpoint: int) -> None:
-        """WATCH what a batch depends on; WatchError if it already moved (the caller re-reads,
-        and learns there why)."""
-        watched = [self._keys.checkpoint]
-        if self._fenced:
-            watched.append(self._keys.generation_pointer)
-        await pipe.watch(*watched)
-        raw, *pointer = await pipe.mget(*watched)
-        try:
-            current = self._current(raw, pointer[0] if pointer else None)
-        except (ReadModelDamaged, GenerationChanged) as moved:
-            raise WatchError(str(moved)) from moved
-        if current != checkpoint:
-            raise WatchError("checkpoint changed")
-
     def _read_ahead(self, position: int) -> None:
         """Read the batch after `position` from the store while this one is being applied."""
         self._drop_prefetch()
@@ -305,7 +327,7 @@ class Projector:
         started = time.perf_counter()
         try:
             await self._commit(checkpoint, events)
-        except WatchError:
+        except CheckpointMoved:
             log.info("checkpoint moved under us (another projector?); re-reading")
             return True
         await self._committed(events, started)
@@ -330,27 +352,28 @@ class Projector:
             self._prefetch = None
 
     async def _commit(self, checkpoint: int, events: list[RecordedEvent]) -> None:
+        """Documents read after the checkpoint was: if a rival wrote between the two reads, it
+        moved the checkpoint too, and the batch is refused."""
         keys = projection.touched(events)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            await self._watch(pipe, checkpoint)
-            raw = await pipe.mget([self._keys.doc(k) for k in keys]) if keys else []
-            before: dict[DocKey, Doc | None] = {
-                k: orjson.loads(v) if v is not None else None
-                for k, v in zip(keys, raw, strict=True)
-            }
-            result = projection.apply(events, before)
-            pipe.multi()  # type: ignore[no-untyped-call]
-            self._queue_batch(pipe, checkpoint, events, result)
-            await pipe.execute()
+        raw = await self._redis.mget([self._keys.doc(k) for k in keys]) if keys else []
+        before: dict[DocKey, Doc | None] = {
+            k: orjson.loads(v) if v is not None else None for k, v in zip(keys, raw, strict=True)
+        }
+        await self._write_batch(checkpoint, events, projection.apply(events, before))
 
-    def _queue_batch(
-        self, pipe: Any, checkpoint: int, events: list[RecordedEvent],
+    def _batch_commands(
+        self, out: list[Any], checkpoint: int, events: list[RecordedEvent],
         result: projection.BatchResult,
     ) -> None:
-        """The batch's writes, its checkpoint and its PUBLISH, queued inside MULTI."""
-        changes = self._write(pipe, result.docs, result.changes, events)
+        """Append the batch's writes, its checkpoint and its PUBLISH to `out` (APPLY's form)."""
+
+        def command(*args: Any) -> None:
+            out.append(len(args))
+            out.extend(args)
+
+        changes = self._write(command, result.docs, result.changes, events)
         position = events[-1].position
-        pipe.set(self._keys.checkpoint, position)
+        command("SET", self._keys.checkpoint, position)
         if not self._live:
             return
         # {"from", "position", "changes": [Change.to_json()…], "events": [event_json()…]}, with
@@ -359,19 +382,19 @@ class Projector:
             checkpoint, position, b",".join(changes),
             orjson.dumps([event_json(e) for e in events]),
         )
-        pipe.publish(self._keys.changes_channel, message)
+        command("PUBLISH", self._keys.changes_channel, message)
 
     def _write(
         self,
-        pipe: Any,
+        command: Callable[..., None],
         docs: dict[DocKey, Doc | None],
         changes: list[Change],
         events: list[RecordedEvent],
     ) -> list[bytes]:
         """Current state, indexes and time-travel history, a few commands per batch; returns
         each change as JSON (`Change.to_json()`) for the batch's message (live only)."""
-        history: dict[str, dict[bytes, int]] = defaultdict(dict)
-        created: dict[str, dict[str, int]] = defaultdict(dict)
+        history: dict[str, list[bytes | int]] = defaultdict(list)
+        created: dict[str, list[str | int]] = defaultdict(list)
         serialised: dict[int, bytes] = {}  # id(document) -> its JSON, each document once
         out: list[bytes] = []
         for change in changes:
@@ -381,11 +404,11 @@ class Projector:
             if doc is not None:
                 body = serialised.get(id(doc)) or orjson.dumps(doc)
                 serialised[id(doc)] = body
-            history[self._keys.history(key)][b"%015d|%b" % (change.position, body)] = (
-                change.position
+            history[self._keys.history(key)] += (
+                change.position, b"%015d|%b" % (change.position, body)
             )
             if change.kind == "CREATED":
-                created[self._keys.created(change.entity)][str(change.entity_id)] = change.position
+                created[self._keys.created(change.entity)] += (change.position, change.entity_id)
             if not self._live:
                 continue  # a rebuild publishes no changes
             previous = change.previous_location_id
@@ -397,38 +420,46 @@ class Projector:
                     b"null" if previous is None else b"%d" % previous,
                 )
             )
-        current = {
-            self._keys.doc(k): serialised.get(id(d)) or orjson.dumps(d)
-            for k, d in docs.items() if d is not None
-        }
-        gone = [self._keys.doc(k) for k, d in docs.items() if d is None]
-        live: dict[str, dict[str, int]] = defaultdict(dict)
+        current: list[str | bytes] = []
+        gone: list[str] = []
+        live: dict[str, list[int]] = defaultdict(list)
         dead: dict[str, list[int]] = defaultdict(list)
-        for (entity, entity_id), doc in docs.items():
+        for k, doc in docs.items():
             if doc is None:
-                dead[self._keys.index(entity)].append(entity_id)
+                gone.append(self._keys.doc(k))
+                dead[self._keys.index(k[0])].append(k[1])
             else:
-                live[self._keys.index(entity)][str(entity_id)] = entity_id
-        if current:
-            pipe.mset(current)
-        if gone:
-            pipe.delete(*gone)
+                current += (self._keys.doc(k), serialised.get(id(doc)) or orjson.dumps(doc))
+                live[self._keys.index(k[0])] += (k[1], k[1])
+        for part in _chunks(current):
+            command("MSET", *part)
+        for part in _chunks(gone):
+            command("DEL", *part)
         for index, members in live.items():
-            pipe.zadd(index, members)
+            for part in _chunks(members):
+                command("ZADD", index, *part)
         for index, ids in dead.items():
-            pipe.zrem(index, *ids)
-        if history:
-            args: list[bytes | int] = []
-            for versions in history.values():
-                args.append(len(versions))
-                for member, score in versions.items():
-                    args += (score, member)
-            pipe.eval(ADD_HISTORY, len(history), *history, *args)
+            for part in _chunks(ids):
+                command("ZREM", index, *part)
+        for history_key, versions in history.items():
+            for part in _chunks(versions):
+                command("ZADD", history_key, *part)
         for created_key, entries in created.items():
-            pipe.zadd(created_key, entries, nx=True)
-        pipe.zadd(self._keys.commits, {f"{e.commit_position:015d}": micros(e.recorded_at)
-                                       for e in events if e.position == e.commit_position})
+            for part in _chunks(entries):
+                command("ZADD", created_key, "NX", *part)
+        commits: list[int | str] = []
+        for e in events:
+            if e.position == e.commit_position:
+                commits += (micros(e.recorded_at), f"{e.commit_position:015d}")
+        for part in _chunks(commits):
+            command("ZADD", self._keys.commits, *part)
         return out
+
+
+def _chunks(values: list[Any]) -> list[list[Any]]:
+    """`values` (pairs stay whole) in slices of at most CHUNK pairs."""
+    step = 2 * CHUNK
+    return [values[i:i + step] for i in range(0, len(values), step)]
 
 
 def event_json(event: RecordedEvent) -> dict[str, Any]:

@@ -137,27 +137,97 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-class BodyLimit:
-    """Refuses an HTTP body over `max_bytes` with 413: at once when Content-Length says so,
-    otherwise as soon as that many bytes have arrived (the rest is never read)."""
+class HttpEdge:
+    """What every request meets first, in one layer with one wrapper around `send`:
+
+    - its correlation id: X-Request-ID taken (or made), exposed to logs and events, echoed back;
+    - the body limit: a body over `max_bytes` is refused with 413, at once when Content-Length
+      says so, otherwise as soon as that many bytes have arrived (the rest is never read);
+    - the deadline: an HTTP request not answered within `seconds` gets a 503 GraphQL error, and
+      its work is cancelled (websockets live as long as they like: subscriptions are long by
+      design);
+    - `/graphql` goes straight to `graphql`, everything else through the router.
+    """
 
     LINGER_SECONDS = 2.0
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(
+        self, app: ASGIApp, graphql: ASGIApp, max_bytes: int, seconds: float
+    ) -> None:
+        self.app, self.graphql = app, graphql
+        self.max_bytes, self.seconds = max_bytes, seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
-        if declared is not None:
-            if not declared.isdigit() or int(declared) > self.max_bytes:
-                await self._refuse(receive, send)
-                return
-            # the server frames the body by Content-Length: it cannot grow past it
-            await self.app(scope, receive, send)
+        app = self.graphql if scope["path"] == "/graphql" else self.app
+        given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
+        valid = 0 < len(given) <= 200 and given.isprintable()
+        request_id = given if valid else new_correlation_id()
+        token = correlation_id.set(request_id)
+        if kind == "websocket":
+            try:
+                await app(scope, receive, send)
+            finally:
+                correlation_id.reset(token)
             return
+        started = False
+        echo = (b"x-request-id", request_id.encode())
+
+        async def send_edge(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), echo]
+            await send(message)
+
+        # What asyncio.timeout does, with one timer handle and no context object: cancel the
+        # request's task when the time is up, and tell that cancellation from any other.
+        task = asyncio.current_task()
+        assert task is not None
+        expired, cancelling = False, task.cancelling()
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = (asyncio.get_running_loop().call_later(self.seconds, expire)
+                 if self.seconds > 0 else None)
+        try:
+            declared = _header(scope, b"content-length")
+            if declared is None:  # chunked: counted as it arrives, then replayed
+                replay = await self._buffered(receive, send_edge)
+                if replay is not None:
+                    await app(scope, replay, send_edge)
+            elif not declared.isdigit() or int(declared) > self.max_bytes:
+                await self._refuse(receive, send_edge)
+            else:  # the server frames the body by Content-Length: it cannot grow past it
+                await app(scope, receive, send_edge)
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > cancelling:
+                raise  # cancelled from outside (the server stopping), not by this timer
+        else:
+            if expired:  # finished in the same step the timer fired: keep no cancel pending
+                task.uncancel()
+            return
+        finally:
+            if timer is not None:
+                timer.cancel()
+            correlation_id.reset(token)
+        REJECTIONS.labels("timeout").inc()
+        log.warning("request to %s cancelled after %ss", scope.get("path"), self.seconds)
+        if not started:
+            await _send_error(
+                send_edge, 503, f"The request took longer than {self.seconds:g} s; try again.",
+                "REQUEST_TIMEOUT",
+            )
+
+    async def _buffered(self, receive: Receive, send: Send) -> Receive | None:
+        """Read a body without Content-Length up to the limit; a `receive` that replays it, or
+        None when it was too large (and refused)."""
         messages: list[Any] = []
         size = 0
         while True:
@@ -168,14 +238,14 @@ class BodyLimit:
             size += len(message.get("body", b""))
             if size > self.max_bytes:
                 await self._refuse(receive, send)
-                return
+                return None
             if not message.get("more_body", False):
                 break
 
         async def replay() -> Any:
             return messages.pop(0) if messages else await receive()
 
-        await self.app(scope, replay, send)
+        return replay
 
     async def _refuse(self, receive: Receive, send: Send) -> None:
         """Answer 413 at once, then discard what the client is still sending for a moment
@@ -193,84 +263,6 @@ class BodyLimit:
                 ):
                     pass
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-class RequestTimeout:
-    """An HTTP request not answered within `seconds` gets a 503 GraphQL error, and its work is
-    cancelled (websockets live as long as they like: subscriptions are long by design)."""
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app, self.seconds = app, seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.seconds <= 0:
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_tracking(message: Any) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        # What asyncio.timeout does, with one timer handle and no context object: cancel the
-        # request's task when the time is up, and tell that cancellation from any other.
-        task = asyncio.current_task()
-        assert task is not None
-        expired, cancelling = False, task.cancelling()
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = asyncio.get_running_loop().call_later(self.seconds, expire)
-        try:
-            await self.app(scope, receive, send_tracking)
-        except asyncio.CancelledError:
-            if not expired or task.uncancel() > cancelling:
-                raise  # cancelled from outside (the server stopping), not by this timer
-        else:
-            if expired:  # finished in the same step the timer fired: keep no cancel pending
-                task.uncancel()
-            return
-        finally:
-            timer.cancel()
-        REJECTIONS.labels("timeout").inc()
-        log.warning("request to %s cancelled after %ss", scope.get("path"), self.seconds)
-        if not started:
-            await _send_error(
-                send, 503, f"The request took longer than {self.seconds:g} s; try again.",
-                "REQUEST_TIMEOUT",
-            )
-
-
-class CorrelationId:
-    """Takes X-Request-ID (or makes one), exposes it to logs and events, echoes it back."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
-        valid = 0 < len(given) <= 200 and given.isprintable()
-        request_id = given if valid else new_correlation_id()
-        token = correlation_id.set(request_id)
-
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            correlation_id.reset(token)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -336,10 +328,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     if settings.spa_dir.is_dir():  # the built frontend-example at /, after every other route
         app.mount("/", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
-    # The last added runs first: request id, then CORS (so that refusals carry CORS headers a
-    # browser can read), then the timeout, then the body limit.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestTimeout, seconds=settings.request_timeout_seconds)
+    # The last added runs first: CORS (so that refusals carry CORS headers a browser can
+    # read), then the edge: request id, deadline, body limit, and /graphql.
+    app.add_middleware(
+        HttpEdge, graphql=graphql, max_bytes=settings.max_body_bytes,
+        seconds=settings.request_timeout_seconds,
+    )
     origins = parse_origins(settings.cors_origins)
     if origins:
         app.add_middleware(
@@ -347,7 +341,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID"], max_age=600,
         )
-    app.add_middleware(CorrelationId)
     return app
 
 

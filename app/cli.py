@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import os
 import signal
 import sys
@@ -72,6 +73,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             "app.main:create_app", factory=True, host=args.host, port=args.port,
             workers=args.workers, log_config=None, ws="websockets-sansio",
             ws_per_message_deflate=False,  # zlib state is ~70 KiB per socket; changes are small
+            # one line per request at INFO; below that uvicorn would still format each line's
+            # client address and path before the logger dropped it
+            access_log=logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO),
         )
     finally:
         if embedded is not None:

@@ -41,7 +41,13 @@ from app.event_store.base import (
     split_stream_id,
 )
 from app.event_store.recent import RecentCommits
-from app.event_store.sqlite_file import TIME_FORMAT, SqliteFile, file_of, select_events
+from app.event_store.sqlite_file import (
+    TIME_FORMAT,
+    SqliteFile,
+    file_of,
+    insert_rows,
+    select_events,
+)
 from app.event_store.tables import commands, events, metadata, snapshots, streams
 
 APPEND_LOCK_KEY = 0x45_56_45_4E_54  # the PostgreSQL advisory lock that serialises appends
@@ -358,35 +364,35 @@ class SqlEventStore:
         stored: dict[str, int] = {}
         for chunk in _chunks(list({s: None for r in group for s in r.expected})):
             marks = ",".join("?" * len(chunk))
-            stored.update(conn.execute(
-                f"SELECT stream_id, version FROM streams WHERE stream_id IN ({marks})", chunk
-            ).fetchall())
+            (found,) = conn.execute(  # one row: see insert_rows
+                "SELECT json_group_object(stream_id, version) FROM streams"
+                f" WHERE stream_id IN ({marks})", chunk,
+            ).fetchone()
+            stored.update(orjson.loads(found))
         last = conn.execute(
             "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
         ).fetchone()
         plan = _plan(group, known, stored, (last[0], self._time(last[1])) if last else None)
         if plan.rows:
             recorded = plan.rows[0]["recorded_at"].strftime(TIME_FORMAT)  # one time per group
-            conn.executemany(
-                "INSERT INTO events (position, stream_id, version, type, schema_version, data,"
-                " metadata, recorded_at, commit_position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            insert_rows(
+                conn, "INSERT INTO events (position, stream_id, version, type, schema_version,"
+                " data, metadata, recorded_at, commit_position) VALUES",
                 [(r["position"], r["stream_id"], r["version"], r["type"], r["schema_version"],
                   orjson.dumps(r["data"]).decode(), orjson.dumps(r["metadata"]).decode(),
                   recorded, r["commit_position"])
                  for r in plan.rows],
             )
-            conn.executemany(
-                "INSERT INTO streams (stream_id, category, number, version) VALUES (?, ?, ?, ?)",
-                [(s, *split_stream_id(s), plan.after[s]) for s in plan.created()],
-            )
-            conn.executemany(
-                "UPDATE streams SET version = ? WHERE stream_id = ?",
-                [(plan.after[s], s) for s in plan.updated()],
+            changed = [*plan.created(), *plan.updated()]
+            insert_rows(
+                conn, "INSERT INTO streams (stream_id, category, number, version) VALUES",
+                [(s, *split_stream_id(s), plan.after[s]) for s in changed],
+                " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
             )
         if plan.command_rows:
-            conn.executemany(
-                "INSERT INTO idempotency_keys (key, command, fingerprint, result, commit_position,"
-                " recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+            insert_rows(
+                conn, "INSERT INTO idempotency_keys (key, command, fingerprint, result,"
+                " commit_position, recorded_at) VALUES",
                 [(r["key"], r["command"], r["fingerprint"], orjson.dumps(r["result"]).decode(),
                   r["commit_position"], r["recorded_at"].strftime(TIME_FORMAT))
                  for r in plan.command_rows],

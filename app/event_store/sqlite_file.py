@@ -4,7 +4,13 @@ Through SQLAlchemy + aiosqlite every statement costs several hops between the ev
 driver's thread, plus SQLAlchemy's per-row type processing; an append took ~6 ms and reading a
 projection batch spent most of its time converting rows. Here a whole append group (BEGIN
 IMMEDIATE … COMMIT) is one call on a dedicated writer thread and a read is one call on a reader
-thread, each thread with its own connection to the same file. Rows are stored exactly as
+thread, each thread with its own connection to the same file.
+
+The `sqlite3` module lets go of the GIL around every step of a statement (each row fetched or
+written) and must take it back afterwards; while the event loop's thread is busy that takes up to
+the interpreter's switch interval (5 ms) each time. So the writer reads and writes each table in
+one statement of one step (multi-row VALUES, one JSON row for the versions it looks up): a group
+commit takes a handful of hand-overs instead of one per row. Rows are stored exactly as
 SQLAlchemy stores them (JSON text, `YYYY-MM-DD HH:MM:SS.ffffff` UTC times), so both paths read
 each other's rows. The schema itself is still created by SQLAlchemy (app/event_store/tables.py).
 """
@@ -22,6 +28,8 @@ T = TypeVar("T")
 EVENT_COLUMNS = ("position, stream_id, version, type, schema_version, data, metadata, "
                  "recorded_at, commit_position")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
+ROWS_PER_STATEMENT = 256  # multi-row VALUES: 256 × 9 columns stays far below SQLite's 32 766
+STATEMENTS = 2 * ROWS_PER_STATEMENT + 64  # prepared statements kept: every multi-row shape
 
 
 class SqliteFile:
@@ -40,7 +48,7 @@ class SqliteFile:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
+                                   check_same_thread=False, cached_statements=STATEMENTS)
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA synchronous=FULL")
             self._local.conn = conn
@@ -76,6 +84,20 @@ class SqliteFile:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+
+
+def insert_rows(
+    conn: sqlite3.Connection, insert: str, rows: list[tuple[object, ...]], tail: str = ""
+) -> None:
+    """`insert` ("INSERT INTO t (a, b) VALUES") of `rows`, ROWS_PER_STATEMENT per statement:
+    one step each, where `executemany` takes one step (and one GIL hand-over) per row."""
+    if not rows:
+        return
+    marks = "(" + ",".join("?" * len(rows[0])) + ")"
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        part = rows[start:start + ROWS_PER_STATEMENT]
+        conn.execute(f"{insert} {','.join([marks] * len(part))}{tail}",
+                     [value for row in part for value in row])
 
 
 def file_of(database: str | None) -> str | None:

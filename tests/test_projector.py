@@ -23,6 +23,7 @@ from redis.asyncio.client import PubSub
 from app.domain import commands as c
 from app.domain.schema import default_schema
 from app.event_store.sqlalchemy import SqlEventStore
+from app.projections import projector as projector_module
 from app.projections.projector import Projector
 from app.read_model.keys import Keys
 from app.read_model.redis import ReadModel
@@ -333,6 +334,44 @@ async def test_two_racing_projectors_apply_every_event_exactly_once(
     assert_read_model_is(model, company, head)
     await project_fully(store, redis, spare_keys)
     assert model == await dump(redis, spare_keys)
+
+
+async def test_a_projector_builds_on_the_documents_it_wrote_and_remembers_only_a_few(
+    store: SqlEventStore, redis: Redis, keys: Keys, spare_keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a projector that remembers at most 5 documents, caught up with a first workload
+    monkeypatch.setattr(projector_module, "DOCUMENT_MEMORY", 5)
+    handlers = command_handlers(store)
+    company = await workload(handlers, seed=11, events=60)
+    projector = Projector(store, redis, keys, batch_size=7)
+    await projector.catch_up()
+
+    # when more commands follow, each projected by a catch-up of its own
+    for seed in range(12, 20):
+        company = await workload(handlers, seed=seed, events=60 + 6 * (seed - 11),
+                                 company=company)
+        await projector.catch_up()
+        remembered = projector._left
+        # 5, or the documents of its latest batch (7 events touch at most 3 each)
+        assert remembered is not None and len(remembered[1]) <= max(5, 3 * 7)
+
+    # then the read model is exactly what a fresh projection of the whole log writes
+    await project_fully(store, redis, spare_keys)
+    assert await dump(redis, keys) == await dump(redis, spare_keys)
+
+    # and a document it remembers is not read back: a change made behind its back (which no
+    # projector makes without moving the checkpoint) is not what the next batch builds on
+    employee_id = next(iter(company.employees))
+    key = keys.employee(employee_id)
+    await handlers.change_employee_job_title(c.ChangeEmployeeJobTitle(employee_id, "Host"), CTX)
+    await projector.catch_up()
+    written = json.loads(await redis.get(key))
+    await redis.set(key, json.dumps({**written, "last_name": "Forged"}))
+    await handlers.change_employee_job_title(c.ChangeEmployeeJobTitle(employee_id, "Chef"), CTX)
+    await projector.catch_up()
+    doc = json.loads(await redis.get(key))
+    assert (doc["job_title"], doc["last_name"]) == ("Chef", written["last_name"])
 
 
 async def test_a_batch_never_splits_the_events_of_one_command(

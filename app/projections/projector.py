@@ -59,6 +59,7 @@ end
 return 1
 """
 CHUNK = 1000  # members per MSET/ZADD: Lua's unpack() takes at most ~8 000 values
+DOCUMENT_MEMORY = 4096  # documents a projector remembers from its latest batches
 CheckpointListener = Callable[[int], Awaitable[None]]
 Audit = Callable[[], Awaitable[None]]
 TRANSIENT = (StoreUnavailable, RedisConnectionError, RedisTimeoutError, OSError)
@@ -104,9 +105,10 @@ class Projector:
         self.position = 0
         self.events_applied = 0
         self._prefetch: tuple[int, asyncio.Task[list[RecordedEvent]]] | None = None
-        # Where this projector's last batch left the read model, and the documents it wrote:
-        # the next catch-up starts there without reading them back (its batch is conditional
-        # on the checkpoint still being there). None: read the checkpoint from Redis.
+        # Where this projector's last batch left the read model, and the documents its latest
+        # batches wrote (the most recently used DOCUMENT_MEMORY): the next batch starts there
+        # without reading them back, since it applies only if the checkpoint is still there.
+        # None: read the checkpoint (and every document) from Redis.
         self._left: tuple[int, dict[DocKey, Doc | None]] | None = None
         self._apply = redis.register_script(APPLY)
 
@@ -186,13 +188,14 @@ class Projector:
         """Apply batches back to back, preparing each while the previous one is written.
 
         Batch N+1 is read (ahead), its documents fetched and the events applied while batch N
-        is on its way to Redis; the documents N leaves are carried over in memory (also into the
-        next catch-up, which starts where N left the read model). N+1 is only sent once N has
-        committed, and like any batch it applies only if the checkpoint is still where N left
-        it: so exactly once holds, and documents fetched before N committed can only be ones N
-        did not touch (those are carried) or ones a rival changed (then the checkpoint moved and
-        N+1 is refused). True when a rival moved the checkpoint: the caller starts again from
-        the checkpoint in Redis.
+        is on its way to Redis; the documents N leaves are carried over in memory, with those of
+        earlier batches (the DOCUMENT_MEMORY most recently used, also into the next catch-up,
+        which starts where N left the read model). N+1 is only sent once N has committed, and
+        like any batch it applies only if the checkpoint is still where N left it: so exactly
+        once holds, and documents fetched before N committed can only be ones N did not touch
+        (those are carried) or ones a rival changed (then the checkpoint moved, N+1 is refused
+        and the memory is dropped). True when a rival moved the checkpoint: the caller starts
+        again from the checkpoint in Redis.
         """
         if self._left is not None:
             checkpoint, carried = self._left
@@ -227,8 +230,9 @@ class Projector:
                     raise_if_cancelled()
                 started = time.perf_counter()
                 writing = asyncio.create_task(self._write_batch(checkpoint, events, result))
-                written, carried, checkpoint = events, result.docs, events[-1].position
+                written, checkpoint = events, events[-1].position
                 self._left = None  # until N is known to be in Redis
+                _remember(carried, result.docs)
             if writing is not None:
                 await writing
                 writing = None
@@ -454,6 +458,17 @@ class Projector:
         for part in _chunks(commits):
             command("ZADD", self._keys.commits, *part)
         return out
+
+
+def _remember(memory: dict[DocKey, Doc | None], docs: dict[DocKey, Doc | None]) -> None:
+    """`docs` (a batch's) become the most recently used in `memory`, which then drops its least
+    recently used beyond DOCUMENT_MEMORY, never one of `docs`: the next batch is prepared before
+    this one is in Redis, and must not read what this one is writing."""
+    for key, doc in docs.items():
+        memory.pop(key, None)
+        memory[key] = doc
+    while len(memory) > max(DOCUMENT_MEMORY, len(docs)):
+        del memory[next(iter(memory))]
 
 
 def _chunks(values: list[Any]) -> list[list[Any]]:

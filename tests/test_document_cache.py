@@ -15,7 +15,11 @@ from app.bootstrap import bootstrap
 from app.domain import commands as c
 from app.projections.documents import Change, Doc
 from app.read_model.cache import DocumentCache
+from app.read_model.client import connect
 from app.read_model.hub import Batch
+from app.read_model.keys import Keys
+from app.read_model.redis import ReadModel
+from app.read_model.waiter import CheckpointWaiter
 from app.settings import Settings
 from tests.projection_support import CTX, new_employee, new_location
 
@@ -81,6 +85,33 @@ def test_a_read_that_began_before_a_reset_is_not_stored_and_size_is_bounded() ->
     cache.put("employee", [1, 2, 3, 4], [{"id": i, "job_title": "T"} for i in range(1, 5)], 2,
               cache.epoch)
     assert len(cache) == 3 and cache.lookup("employee", [1])[0] is None
+
+
+async def test_a_request_woken_for_a_position_is_not_answered_from_before_it(
+    valkey_server: ValkeyServer,
+) -> None:
+    # given a cache that follows the feed at 5 and holds employee 1 as it was there
+    redis = connect(f"redis://127.0.0.1:{valkey_server.port}/0")
+    try:
+        cache = DocumentCache(10)
+        cache.follow(5)
+        cache.put("employee", [1], [{"id": 1, "job_title": "Cook"}], 5, cache.epoch)
+        waiter = CheckpointWaiter(ReadModel(redis, Keys(f"w-{uuid.uuid4().hex[:8]}"), cache))
+        assert titles(cache, 1) == ["Cook"]
+
+        # when this process's projector committed 6 (its batch not yet through the feed) and
+        # the waiter wakes those waiting for 6
+        waiting = asyncio.create_task(waiter.wait_for(6, 10))
+        await asyncio.sleep(0)
+        await waiter.advance(6)
+
+        # then they are woken, and the cache sends them to Redis until the feed brings 6
+        assert await waiting
+        assert cache.answer("employee", [1]) is None
+        cache.apply(batch(5, 6, (6, 1, "Chef")))
+        assert cache.answer("employee", [1]) == [{"id": 1, "job_title": "Chef"}]
+    finally:
+        await redis.aclose()
 
 
 async def test_reads_through_the_cache_equal_redis_while_writes_go_on(

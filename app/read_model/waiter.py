@@ -28,6 +28,9 @@ class CheckpointWaiter:
 
     async def advance(self, position: int) -> None:
         if position > self.position:
+            cache = self._read_model.cache
+            if cache is not None:  # (the projector of this process may tell before the feed)
+                cache.saw(position)  # those woken must not be answered from before it
             self.position = position
             while self._waiting and self._waiting[0][0] <= position:
                 future = heapq.heappop(self._waiting)[2]

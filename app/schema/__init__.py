@@ -21,6 +21,7 @@ from app.auth import ANONYMOUS, READER, WRITER, AuthError, Principal
 from app.event_store.base import StoreUnavailable
 from app.observability import REJECTIONS, correlation_id
 from app.schema.errors import ClientError
+from app.schema.inputs import build_inputs_directly
 from app.schema.mutations import Mutation
 from app.schema.queries import Query
 from app.schema.subscriptions import Subscription
@@ -187,4 +188,5 @@ def build_schema(settings: Settings | None = None) -> Schema:
         execution_context_class=PerEventExecutionContext,
     )
     schema.documents = PreparedDocuments(schema, tuple(rules), settings.max_query_tokens)
+    build_inputs_directly(schema)
     return schema

@@ -44,6 +44,7 @@ from app.event_store.recent import RecentCommits
 from app.event_store.sqlite_file import (
     TIME_FORMAT,
     SqliteFile,
+    fetch_events,
     file_of,
     insert_rows,
     select_events,
@@ -487,22 +488,22 @@ class SqlEventStore:
             self._parsed = cached
         return cached[1]
 
-    def _from_row(self, row: tuple[Any, ...]) -> RecordedEvent:
-        """A raw SQLite row (EVENT_COLUMNS order) as a RecordedEvent, upcast."""
-        position, stream_id, version, kind, schema_version, data, meta, recorded, commit = row
+    def _from_row(self, row: list[Any]) -> RecordedEvent:
+        """A row of `fetch_events` (EVENT_COLUMNS order, JSON decoded) as a RecordedEvent,
+        upcast."""
+        position, stream_id, version, kind, schema_version, payload, meta, recorded, commit = row
         current = self._schema.current.get(kind, schema_version)
-        payload = orjson.loads(data)
         if schema_version < current:
             payload = self._schema.upcast(kind, schema_version, payload)
         return RecordedEvent(
-            position, stream_id, version, kind, current, payload, orjson.loads(meta),
-            self._time(recorded), commit,
+            position, stream_id, version, kind, current, payload, meta, self._time(recorded),
+            commit,
         )
 
     async def _raw_events(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
         assert self._file is not None
         try:
-            rows = await self._file.read(lambda conn: conn.execute(sql, params).fetchall())
+            rows = await self._file.read(lambda conn: fetch_events(conn, sql, params))
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
         return [self._from_row(row) for row in rows]
@@ -560,11 +561,11 @@ class SqlEventStore:
         assert self._file is not None
 
         def work(conn: sqlite3.Connection) -> list[RecordedEvent]:
-            rows = conn.execute(select_events("position > ?", limit=True),
-                                (after_position, limit)).fetchall()
+            rows = fetch_events(conn, select_events("position > ?", limit=True),
+                                (after_position, limit))
             if rows and rows[-1][8] > rows[-1][0]:
-                rows += conn.execute(select_events("position > ? AND position <= ?"),
-                                     (rows[-1][0], rows[-1][8])).fetchall()
+                rows += fetch_events(conn, select_events("position > ? AND position <= ?"),
+                                     (rows[-1][0], rows[-1][8]))
             # decoded here: the event loop goes on meanwhile (a projector writing its last batch)
             return [self._from_row(row) for row in rows]
 

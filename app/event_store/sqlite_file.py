@@ -9,8 +9,9 @@ thread, each thread with its own connection to the same file.
 The `sqlite3` module lets go of the GIL around every step of a statement (each row fetched or
 written) and must take it back afterwards; while the event loop's thread is busy that takes up to
 the interpreter's switch interval (5 ms) each time. So the writer reads and writes each table in
-one statement of one step (multi-row VALUES, one JSON row for the versions it looks up): a group
-commit takes a handful of hand-overs instead of one per row. Rows are stored exactly as
+one statement of one step (multi-row VALUES, one JSON row for the versions it looks up), and
+events are read as one JSON row too: a group commit or a read takes a handful of hand-overs
+instead of one per row. Rows are stored exactly as
 SQLAlchemy stores them (JSON text, `YYYY-MM-DD HH:MM:SS.ffffff` UTC times), so both paths read
 each other's rows. The schema itself is still created by SQLAlchemy (app/event_store/tables.py).
 """
@@ -22,7 +23,10 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from operator import itemgetter
+from typing import Any, TypeVar
+
+import orjson
 
 T = TypeVar("T")
 EVENT_COLUMNS = ("position, stream_id, version, type, schema_version, data, metadata, "
@@ -108,5 +112,19 @@ def file_of(database: str | None) -> str | None:
 
 
 def select_events(where: str, order: str = "position", limit: bool = False) -> str:
-    return (f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY {order}"
+    """The events matching `where`, as one row holding one JSON array (see `fetch_events`)."""
+    rows = (f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY {order}"
             + (" LIMIT ?" if limit else ""))
+    return (
+        "SELECT json_group_array(json_array(position, stream_id, version, type, schema_version,"
+        f" json(data), json(metadata), recorded_at, commit_position)) FROM ({rows})"
+    )
+
+
+def fetch_events(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[Any]:
+    """The rows of a `select_events` query in EVENT_COLUMNS order, data and metadata decoded,
+    in position order: one step (one GIL hand-over) for the whole answer, not one per row."""
+    (text,) = conn.execute(sql, params).fetchone()
+    rows: list[Any] = orjson.loads(text)
+    rows.sort(key=itemgetter(0))  # the order an aggregate sees its rows in is SQLite's choice
+    return rows

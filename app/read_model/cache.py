@@ -2,10 +2,12 @@
 change feed (every committed batch carries its new documents).
 
 Each entry is tagged with the position it is known at: a document read from Redis is tagged with
-the checkpoint read in the same MGET (the projector writes both in one MULTI/EXEC), a document
+the checkpoint read in the same MGET (the projector writes both in one script), a document
 from the feed with its change's position, and a tag never goes backwards. The cache answers only
-while it has applied every batch up to the newest checkpoint this process has seen (so
-`minPosition` and a mutation's own read see their write), and only while the feed is connected
+while it has applied every batch up to the newest checkpoint this process has seen (read with
+documents, brought by the feed, or woken for by the read-your-writes waiter: the projector of
+this process wakes mutations before their batch comes back through the feed), so `minPosition`
+and a mutation's own read see their write; and only while the feed is connected
 and without gaps: a lost subscription, a gap or a switch of generation empties it, and a read
 that began before that is not stored.
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -190,10 +191,12 @@ async def test_a_20_mb_chunked_body_is_refused_with_413_once_past_the_limit(
 
 async def test_a_body_over_the_limit_gets_a_graphql_error_body(http: httpx.AsyncClient) -> None:
     response = await http.post(
-        "/graphql", content=b" " * (1024 * 1024 + 1), headers={"content-type": "application/json"}
+        "/graphql", content=b" " * (1024 * 1024 + 1),
+        headers={"content-type": "application/json", "x-request-id": "too-large-1"},
     )
     assert response.status_code == 413
     assert response.json()["errors"][0]["extensions"]["code"] == "REQUEST_TOO_LARGE"
+    assert response.headers["x-request-id"] == "too-large-1"  # refusals carry it too
     await assert_healthy(http, 106)
 
 
@@ -204,6 +207,7 @@ async def test_a_request_slower_than_the_timeout_gets_a_503_graphql_error(
     response = await post(http, "{ location(id: 1, minPosition: 999999999) { id } }")
     elapsed = time.monotonic() - started
     assert response.status_code == 503, response.text
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
     error = response.json()["errors"][0]
     assert error["extensions"]["code"] == "REQUEST_TIMEOUT"
     assert "2 s" in error["message"]

@@ -7,11 +7,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import rss_peak_kib
-from bench.server import free_port
+from bench.server import free_port, stop, wait_ready
 
 WRK_SCRIPT = """
 wrk.headers["Content-Type"] = "application/json"
@@ -135,22 +133,7 @@ def baseline_server(redis_url: str, prefix: str, per_location: int) -> Iterator[
         wait_ready(f"{url}/readyz", process)
         yield Process(url, process)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url).status_code == 200:
-                return
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError(f"{url} did not become ready")
-        time.sleep(0.1)
+        stop(process)
 
 
 def check(url: str, payload: str) -> dict[str, object]:

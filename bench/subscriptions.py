@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import websockets
+from websockets.typing import Subprotocol
 
 from bench.server import Server, running
 
@@ -38,7 +39,7 @@ WATCH = ("subscription($l: Int) { employeeChanged(locationId: $l) "
 
 async def subscriber(url: str, location: int | None, latencies: list[float], ready: asyncio.Event,
                      counter: list[int]) -> None:
-    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
+    async with websockets.connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
         await ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "1", "type": "subscribe",

@@ -25,6 +25,11 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
+from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types.unset import UnsetType
 
 from app.auth import Authenticator, AuthError, parse_origins
@@ -45,7 +50,37 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """strawberry's graphql-transport-ws handler, except for a client that went away while one
+    of its subscriptions was being sent: that is an ordinary event (logged at DEBUG), not an
+    error with a traceback in the operators' logs."""
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        if isinstance(error, WebSocketDisconnected):
+            log.debug("a subscriber went away while a message was being sent to it")
+            return
+        await super().handle_task_exception(error)
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """strawberry's legacy graphql-ws handler, with the same care: its subscription task
+    raised on a client gone mid-send, and asyncio logged "Task exception was never
+    retrieved"."""
+
+    async def handle_async_results(
+        self, operation_id: str, query: str, operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        try:
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+        except WebSocketDisconnected:
+            log.debug("a subscriber went away while a message was being sent to it")
+
+
 class GraphQLApp(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
     def __init__(self, services: Services) -> None:
         settings = services.settings
         super().__init__(

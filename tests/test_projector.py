@@ -274,13 +274,13 @@ async def test_a_project_process_killed_mid_catch_up_resumes_where_it_stopped(
         await until_built(redis, keys, process, lambda p: p >= head // 4, log)
         process.send_signal(signal.SIGKILL)
         await process.wait()
-    building = json.loads(await redis.get(keys.rebuilding))["generation"]
+    building = json.loads(await redis.get(keys.rebuilding) or "null")["generation"]
     killed_at = await checkpoint_of(redis, keys.at(building))
 
     # when it is started again and left to finish
     async with project_process(store_url, redis_url, keys, log) as process:
         await until_switched(redis, keys, head)
-        active = int(await redis.get(keys.generation_pointer))
+        active = int(await redis.get(keys.generation_pointer) or 0)
 
     # then it finished the generation it had begun, and that is the uninterrupted projection
     assert 0 < killed_at < head
@@ -366,11 +366,11 @@ async def test_a_projector_builds_on_the_documents_it_wrote_and_remembers_only_a
     key = keys.employee(employee_id)
     await handlers.change_employee_job_title(c.ChangeEmployeeJobTitle(employee_id, "Host"), CTX)
     await projector.catch_up()
-    written = json.loads(await redis.get(key))
+    written = json.loads(await redis.get(key) or "null")
     await redis.set(key, json.dumps({**written, "last_name": "Forged"}))
     await handlers.change_employee_job_title(c.ChangeEmployeeJobTitle(employee_id, "Chef"), CTX)
     await projector.catch_up()
-    doc = json.loads(await redis.get(key))
+    doc = json.loads(await redis.get(key) or "null")
     assert (doc["job_title"], doc["last_name"]) == ("Chef", written["last_name"])
 
 

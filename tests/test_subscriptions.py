@@ -34,6 +34,7 @@ from tests.server import RunningServer, free_port, running_projector, running_se
 from tests.ws_support import (
     EMPLOYEE_CHANGED,
     EVENTS_FEED,
+    GRAPHQL_TRANSPORT_WS,
     GRAPHQL_WS,
     LOCATION,
     LOCATION_CHANGED,
@@ -500,6 +501,40 @@ async def test_a_thousand_subscribe_disconnect_cycles_leave_no_subscribers_or_me
                 await api.wait_subscribers(1)
                 changed = await api.change_title(1, "Still Serving")
                 assert positions(await feed.wait_count(1)) == [changed["position"]]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_subscriber_vanishing_while_changes_are_sent_to_it_is_no_error(
+    protocol: str, tmp_path: Path,
+) -> None:
+    # given a server, and subscribers that drop their connection (no close frame) while the
+    # changes they subscribed to are being sent to them
+    start = "subscribe" if protocol == GRAPHQL_TRANSPORT_WS else "start"
+    with running_server(tmp_path / "vanishing") as server:
+        async with open_api(server.base_url) as api:
+            await api.create_location(1)
+            await api.create_employee(1, 1)
+            for round_ in range(VANISHING_ROUNDS):
+                ws = await connect(server.ws_url, subprotocols=[protocol])  # type: ignore[list-item]
+                await ws.send(json.dumps({"type": "connection_init"}))
+                assert json.loads(await ws.recv())["type"] == "connection_ack"
+                await ws.send(json.dumps({"id": "1", "type": start, "payload": {
+                    "query": "subscription { employeeChanged(id: 1) { position } }"}}))
+                await api.wait_subscribers(1)
+                changes = [asyncio.create_task(api.change_title(1, f"Title {round_}.{n}"))
+                           for n in range(10)]
+                await asyncio.sleep(0.01)
+                ws.transport.abort()
+                await asyncio.gather(*changes)
+                await _all_closed(api)
+
+            # then the server logged no error (a client going away is ordinary) and serves on
+            assert await api.change_title(1, "Still Serving")
+        log = server.log_path.read_text(errors="replace")
+    assert '"level": "ERROR"' not in log, log[-3000:]
+
+
+VANISHING_ROUNDS = 20
 
 
 async def _keep_changing(api: Api, stop: asyncio.Event) -> None:

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -202,12 +202,17 @@ class HttpEdge:
         valid = 0 < len(given) <= 200 and given.isprintable()
         request_id = given if valid else new_correlation_id()
         token = correlation_id.set(request_id)
-        if kind == "websocket":
-            try:
+        try:
+            if kind == "websocket":
                 await app(scope, receive, send)
-            finally:
-                correlation_id.reset(token)
-            return
+            else:
+                await self._http(app, scope, receive, send, request_id)
+        finally:
+            correlation_id.reset(token)
+
+    async def _http(
+        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, request_id: str
+    ) -> None:
         started = False
         echo = (b"x-request-id", request_id.encode())
 
@@ -251,7 +256,6 @@ class HttpEdge:
         finally:
             if timer is not None:
                 timer.cancel()
-            correlation_id.reset(token)
         REJECTIONS.labels("timeout").inc()
         log.warning("request to %s cancelled after %ss", scope.get("path"), self.seconds)
         if not started:
@@ -353,9 +357,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
-            Route("/healthz", healthz),
+            Route("/healthz", healthz),  # /graphql is dispatched by HttpEdge
             Route("/readyz", readyz),
             Route("/metrics", metrics),
         ],

@@ -365,7 +365,7 @@ class SqlEventStore:
         stored: dict[str, int] = {}
         for chunk in _chunks(list({s: None for r in group for s in r.expected})):
             marks = ",".join("?" * len(chunk))
-            (found,) = conn.execute(  # one row: see insert_rows
+            (found,) = conn.execute(  # one row, one step (see app/event_store/sqlite_file.py)
                 "SELECT json_group_object(stream_id, version) FROM streams"
                 f" WHERE stream_id IN ({marks})", chunk,
             ).fetchone()

@@ -15,16 +15,19 @@ from redis.exceptions import RedisError
 
 from app.domain.schema import default_schema
 from app.embedded_redis import EmbeddedValkey
-from app.event_store.sqlalchemy import SqlEventStore
+from app.event_store import open_store
+from app.event_store.base import EventStore
 from app.observability import APPENDS, PROJECTED_POSITION
-from app.projections.generations import Generations
-from app.projections.leader import Lease
-from app.projections.projector import Projector
-from app.projections.runner import ProjectionRunner
+from app.projector.generations import Generations
+from app.projector.leader import Lease
+from app.projector.loop import Projector
+from app.projector.runner import ProjectionRunner
+from app.read_model import changes
 from app.read_model.cache import DocumentCache
+from app.read_model.changes import Batch
 from app.read_model.client import connect
-from app.read_model.hub import Batch, ChangeHub
-from app.read_model.keys import Keys
+from app.read_model.hub import ChangeHub
+from app.read_model.layout import Keys
 from app.read_model.pubsub import listen
 from app.read_model.redis import ReadModel
 from app.read_model.waiter import CheckpointWaiter
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Services:
     settings: Settings
-    store: SqlEventStore
+    store: EventStore
     redis: Redis
     read_model: ReadModel
     waiter: CheckpointWaiter
@@ -118,7 +121,7 @@ async def bootstrap(
         sqlite_file = settings.sqlite_path()
         if sqlite_file is not None:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-        store = await SqlEventStore.open(
+        store = await open_store(
             settings.database_url, default_schema(), direct=settings.sqlite_direct
         )
         stack.push_async_callback(store.close)
@@ -162,7 +165,7 @@ def _wire(services: Services, run_projector: bool) -> None:
     cache = services.read_model.cache
 
     async def on_changes(message: str) -> None:
-        batch = Batch.parse(message)
+        batch = changes.parse(message)
         if batch.generation is not None:  # a rebuild switched queries to a new generation
             services.read_model.use_generation(batch.generation)
             if cache is not None:

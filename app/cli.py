@@ -108,7 +108,7 @@ async def _project(settings: Settings, _args: argparse.Namespace) -> int:
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     """Blue/green: the live read model keeps answering until the new one is complete."""
     from app.bootstrap import bootstrap, collector_paused, settle_heap
-    from app.projections.generations import Progress
+    from app.projector.generations import Progress
 
     def show(progress: Progress) -> None:
         eta = "?" if progress.eta is None else f"{progress.eta:.0f} s"

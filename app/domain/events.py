@@ -1,4 +1,8 @@
-"""Domain events: the facts the aggregates record, one frozen dataclass per stored `type`."""
+"""Domain events: the facts the aggregates record, one frozen dataclass per stored `type`.
+
+This module is the event vocabulary, declared once: `DomainEvent` names every event, and the
+stored type strings, the decoding of stored data and the projections all follow from it.
+"""
 
 from __future__ import annotations
 

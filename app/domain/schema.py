@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import fields
-from typing import Any
+from typing import Any, get_args
 
 from app.domain import events as e
 
@@ -17,16 +17,9 @@ JSONDict = dict[str, Any]
 Upcaster = Callable[[JSONDict], JSONDict]
 
 EVENT_TYPES: dict[str, type[e.DomainEvent]] = {
-    cls.__name__: cls
-    for cls in (
-        e.LocationCreated,
-        e.EmployeeCreated,
-        e.EmployeeAssignedToLocation,
-        e.EmployeeRemovedFromLocation,
-        e.EmployeeJobTitleChanged,
-        e.EmployeeTerminated,
-    )
+    cls.__name__: cls for cls in get_args(e.DomainEvent)
 }
+"""Every stored `type` string and its class: `app.domain.events.DomainEvent` is the vocabulary."""
 
 
 def _location_created_v1_to_v2(data: JSONDict) -> JSONDict:
@@ -98,7 +91,7 @@ def to_data(event: e.DomainEvent) -> JSONDict:
 
 
 def from_data(event_type: str, data: Mapping[str, Any]) -> e.DomainEvent:
-    """The domain event of current-shape JSON data."""
+    """The domain event of current-shape JSON data (KeyError for an unknown type)."""
     cls = EVENT_TYPES[event_type]
     values: JSONDict = {}
     for name in field_names(cls):

@@ -5,26 +5,37 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from app.domain.events import DomainEvent
+from app.domain.schema import EVENT_TYPES, from_data
 from app.event_store.base import RecordedEvent
 from app.projections import employees, locations
-from app.projections.documents import Change, ChangeKind, Doc, DocKey
+from app.projections.documents import Change, ChangeKind, Doc, DocKey, Stamp, iso
 
-Keys = Callable[[RecordedEvent], list[DocKey]]
-Project = Callable[[Doc | None, RecordedEvent], Doc | None]
-Projection = tuple[Keys, Project]
-PROJECTIONS: tuple[Projection, ...] = (
+Keys = Callable[[DomainEvent], list[DocKey]]
+Project = Callable[[Doc | None, DomainEvent, Stamp], Doc | None]
+PROJECTIONS: tuple[tuple[Keys, Project], ...] = (
     (locations.keys, locations.project),
     (employees.keys, employees.project),
 )
 
 
-def touched(events: Iterable[RecordedEvent]) -> list[DocKey]:
+Decoded = list[tuple[RecordedEvent, DomainEvent | None]]
+
+
+def decode(events: Iterable[RecordedEvent]) -> Decoded:
+    """Each stored event with the domain event it holds (None for a type no projection knows),
+    decoded once for both `touched` and `apply`."""
+    return [(e, from_data(e.type, e.data) if e.type in EVENT_TYPES else None) for e in events]
+
+
+def touched(events: Decoded) -> list[DocKey]:
     """Every document key the events change, in first-seen order."""
     seen: dict[DocKey, None] = {}
-    for event in events:
-        for keys, _ in PROJECTIONS:
-            for key in keys(event):
-                seen[key] = None
+    for _, event in events:
+        if event is not None:
+            for keys, _ in PROJECTIONS:
+                for key in keys(event):
+                    seen[key] = None
     return list(seen)
 
 
@@ -34,21 +45,23 @@ class BatchResult:
     changes: list[Change] = field(default_factory=list)
 
 
-def apply(events: list[RecordedEvent], before: Mapping[DocKey, Doc | None]) -> BatchResult:
+def apply(events: Decoded, before: Mapping[DocKey, Doc | None]) -> BatchResult:
     """The documents after `events`; changes collapse to one per entity per commit."""
     docs = dict(before)
     result = BatchResult(docs)
     commit_start: dict[DocKey, Doc | None] = {}
     last = len(events) - 1
-    for index, event in enumerate(events):
-        for keys, project in PROJECTIONS:
-            for key in keys(event):
-                current = docs.get(key)
-                if key not in commit_start:
-                    commit_start[key] = current
-                docs[key] = project(current, event)
-        if index == last or events[index + 1].commit_position != event.commit_position:
-            result.changes += _changes(event.commit_position, commit_start, docs)
+    for index, (recorded, event) in enumerate(events):
+        if event is not None:
+            at = Stamp(recorded.version, iso(recorded.recorded_at), recorded.position)
+            for keys, project in PROJECTIONS:
+                for key in keys(event):
+                    current = docs.get(key)
+                    if key not in commit_start:
+                        commit_start[key] = current
+                    docs[key] = project(current, event, at)
+        if index == last or events[index + 1][0].commit_position != recorded.commit_position:
+            result.changes += _changes(recorded.commit_position, commit_start, docs)
             commit_start = {}
     return result
 

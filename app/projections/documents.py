@@ -23,12 +23,14 @@ class Change:
     doc: Doc | None
     previous_location_id: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "position": self.position, "kind": self.kind, "entity": self.entity,
-            "id": self.entity_id, "doc": self.doc,
-            "previous_location_id": self.previous_location_id,
-        }
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """Where an event stands: its stream version, its commit time (ISO text), its position."""
+
+    version: int
+    updated_at: str
+    position: int
 
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -54,14 +56,9 @@ def micros(moment: dt.datetime) -> int:
     return (moment - EPOCH) // dt.timedelta(microseconds=1)
 
 
-def stamp(doc: Doc, event_version: int, recorded_at: str, position: int) -> Doc:
-    """The document as of an event of its own stream."""
-    return {**doc, "version": event_version, "updated_at": recorded_at, "position": position}
-
-
-def stamped(doc: Doc, event_version: int, recorded_at: str, position: int) -> Doc:
-    """`stamp` in place, for a document the caller has just made."""
-    doc["version"] = event_version
-    doc["updated_at"] = recorded_at
-    doc["position"] = position
+def stamped(doc: Doc, at: Stamp) -> Doc:
+    """`doc` (which the caller has just made) as of the event `at`, in place."""
+    doc["version"] = at.version
+    doc["updated_at"] = at.updated_at
+    doc["position"] = at.position
     return doc

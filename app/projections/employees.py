@@ -2,39 +2,42 @@
 
 from __future__ import annotations
 
-from app.event_store.base import RecordedEvent
-from app.projections.documents import Doc, DocKey, iso, stamped
+from app.domain.events import (
+    DomainEvent,
+    EmployeeAssignedToLocation,
+    EmployeeCreated,
+    EmployeeJobTitleChanged,
+    EmployeeRemovedFromLocation,
+    EmployeeTerminated,
+)
+from app.projections.documents import Doc, DocKey, Stamp, stamped
 
-EMPLOYEE_EVENTS = frozenset({
-    "EmployeeCreated", "EmployeeAssignedToLocation", "EmployeeRemovedFromLocation",
-    "EmployeeJobTitleChanged", "EmployeeTerminated",
-})
 
-
-def keys(event: RecordedEvent) -> list[DocKey]:
+def keys(event: DomainEvent) -> list[DocKey]:
     """Employee documents an event changes."""
-    if event.type in EMPLOYEE_EVENTS:
-        return [("employee", int(event.data["employee_id"]))]
+    match event:
+        case (EmployeeCreated() | EmployeeAssignedToLocation() | EmployeeRemovedFromLocation()
+              | EmployeeJobTitleChanged() | EmployeeTerminated()):
+            return [("employee", event.employee_id)]
     return []
 
 
-def project(doc: Doc | None, event: RecordedEvent) -> Doc | None:
+def project(doc: Doc | None, event: DomainEvent, at: Stamp) -> Doc | None:
     """The employee document after `event` (None once terminated)."""
-    data, kind = event.data, event.type
-    if kind == "EmployeeCreated":
-        new = {
-            "id": data["employee_id"], "first_name": data["first_name"],
-            "last_name": data["last_name"], "date_of_birth": data["date_of_birth"],
-            "job_title": data["job_title"], "location_id": None,
-        }
-    elif doc is None or kind == "EmployeeTerminated":
+    if isinstance(event, EmployeeCreated):
+        return stamped({
+            "id": event.employee_id, "first_name": event.first_name,
+            "last_name": event.last_name, "date_of_birth": event.date_of_birth.isoformat(),
+            "job_title": event.job_title, "location_id": None,
+        }, at)
+    if doc is None or isinstance(event, EmployeeTerminated):
         return None
-    else:
-        new = doc.copy()  # one new dict per event (documents already written stay as they are)
-        if kind == "EmployeeAssignedToLocation":
-            new["location_id"] = data["location_id"]
-        elif kind == "EmployeeRemovedFromLocation":
+    new = doc.copy()  # one new dict per event (documents already written stay as they are)
+    match event:
+        case EmployeeAssignedToLocation(location_id=location_id):
+            new["location_id"] = location_id
+        case EmployeeRemovedFromLocation():
             new["location_id"] = None
-        elif kind == "EmployeeJobTitleChanged":
-            new["job_title"] = data["job_title"]
-    return stamped(new, event.version, iso(event.recorded_at), event.position)
+        case EmployeeJobTitleChanged(job_title=job_title):
+            new["job_title"] = job_title
+    return stamped(new, at)

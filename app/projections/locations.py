@@ -4,41 +4,44 @@ from __future__ import annotations
 
 import bisect
 
-from app.event_store.base import RecordedEvent
-from app.projections.documents import Doc, DocKey, iso, stamp
+from app.domain.events import (
+    DomainEvent,
+    EmployeeAssignedToLocation,
+    EmployeeRemovedFromLocation,
+    LocationCreated,
+)
+from app.projections.documents import Doc, DocKey, Stamp, stamped
 
 
-def keys(event: RecordedEvent) -> list[DocKey]:
+def keys(event: DomainEvent) -> list[DocKey]:
     """Location documents an event changes."""
-    if event.type == "LocationCreated" or event.type in (
-        "EmployeeAssignedToLocation", "EmployeeRemovedFromLocation",
-    ):
-        return [("location", int(event.data["location_id"]))]
+    match event:
+        case LocationCreated() | EmployeeAssignedToLocation() | EmployeeRemovedFromLocation():
+            return [("location", event.location_id)]
     return []
 
 
-def project(doc: Doc | None, event: RecordedEvent) -> Doc | None:
-    """The location document after `event`."""
-    data = event.data
-    if event.type == "LocationCreated":
-        fields = {
-            "id": data["location_id"], "street_address": data["street_address"],
-            "city": data["city"], "state": data["state"], "postal_code": data["postal_code"],
+def project(doc: Doc | None, event: DomainEvent, at: Stamp) -> Doc | None:
+    """The location document after `event` (an employee moving in or out leaves the location's
+    own version and time as they are: those follow its stream)."""
+    if isinstance(event, LocationCreated):
+        return stamped({
+            "id": event.location_id, "street_address": event.street_address,
+            "city": event.city, "state": event.state, "postal_code": event.postal_code,
             "employee_ids": [],
-        }
-        return stamp(fields, event.version, iso(event.recorded_at), event.position)
+        }, at)
     if doc is None:
         return None
     members: list[int] = doc["employee_ids"]  # sorted, without duplicates
-    employee_id = data["employee_id"]
-    at = bisect.bisect_left(members, employee_id)
-    present = at < len(members) and members[at] == employee_id
-    if event.type == "EmployeeAssignedToLocation" and not present:
-        members = [*members[:at], employee_id, *members[at:]]
-    elif event.type == "EmployeeRemovedFromLocation" and present:
-        members = [*members[:at], *members[at + 1:]]
-    else:
-        members = list(members)
     new = doc.copy()
-    new["employee_ids"] = members
+    match event:
+        case EmployeeAssignedToLocation(employee_id=employee_id):
+            at_index = bisect.bisect_left(members, employee_id)
+            if at_index == len(members) or members[at_index] != employee_id:
+                members = [*members[:at_index], employee_id, *members[at_index:]]
+        case EmployeeRemovedFromLocation(employee_id=employee_id):
+            at_index = bisect.bisect_left(members, employee_id)
+            if at_index < len(members) and members[at_index] == employee_id:
+                members = [*members[:at_index], *members[at_index + 1:]]
+    new["employee_ids"] = list(members) if members is doc["employee_ids"] else members
     return new

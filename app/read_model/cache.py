@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from app.projections.documents import Doc, DocKey, Entity
 
 if TYPE_CHECKING:
-    from app.read_model.hub import Batch
+    from app.read_model.changes import Batch
 
 
 class DocumentCache:

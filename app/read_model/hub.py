@@ -12,37 +12,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-import orjson
 
 from app.observability import SUBSCRIBERS
-from app.projections.documents import Change
+from app.read_model.changes import Batch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """One committed projector batch: positions (from_position, position], changes, events."""
-
-    from_position: int
-    position: int
-    changes: list[Change]
-    events: list[dict[str, Any]]
-    generation: int | None = None  # set on the notice of a switch to a rebuilt read model
-
-    @classmethod
-    def parse(cls, message: str) -> Batch:
-        raw = orjson.loads(message)
-        changes = [
-            Change(c["position"], c["kind"], c["entity"], c["id"], c["doc"],
-                   c.get("previous_location_id"))
-            for c in raw.get("changes", [])
-        ]
-        return cls(raw.get("from", 0), raw["position"], changes, raw.get("events", []),
-                   raw.get("generation"))
 
 
 class SubscriptionClosed(Exception):

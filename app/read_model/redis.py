@@ -1,4 +1,5 @@
-"""Queries over the Redis read model. Every call costs a constant number of round trips."""
+"""Queries over the Redis read model (laid out by app/read_model/layout.py). Every call costs a
+constant number of round trips."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
 from app.projections.documents import Doc, Entity, micros
 from app.read_model.cache import DocumentCache
-from app.read_model.keys import Keys
+from app.read_model.layout import LATEST_AT, RAISE_TO, Keys, document, historic
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,36 +22,8 @@ class Page:
     total: int
 
 
-# For each history key, its newest member scored at or below ARGV[1] ('' if none): one round trip
-# and one command for any number of entities, each lookup O(log n) in its history's length.
-LATEST_AT = """
-local out = {}
-for i = 1, #KEYS do
-  local hit = redis.call('ZREVRANGEBYSCORE', KEYS[i], ARGV[1], '-inf', 'LIMIT', 0, 1)
-  out[i] = hit[1] or ''
-end
-return out
-"""
-
-
-# SET key to ARGV[1] unless it already holds a larger number (writers report out of order);
-# with a channel name as ARGV[2], PUBLISH the number there too (one command, one round trip).
-RAISE_TO = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
-if ARGV[2] then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
-return 0
-"""
-
-
 def _docs(raw: Sequence[Any]) -> list[Doc | None]:
-    return [orjson.loads(item) if item is not None else None for item in raw]
-
-
-def _historic(member: str) -> Doc | None:
-    """A history member `{position}|{document}`; empty: absent (not yet created, or removed)."""
-    _, _, body = member.partition("|")
-    return orjson.loads(body) if body else None
+    return [document(item) for item in raw]
 
 
 class ReadModel:
@@ -142,7 +114,7 @@ class ReadModel:
         if not ids:
             return []
         keys = [self.keys.history((entity, i)) for i in ids]
-        return [_historic(m) for m in await self._latest_at(keys=keys, args=[position])]
+        return [historic(m) for m in await self._latest_at(keys=keys, args=[position])]
 
     async def ids_created_by(self, entity: Entity, position: int) -> list[int]:
         """Ids of every entity of a kind created at or before `position`, in id order."""

@@ -166,7 +166,9 @@ async def projected(info: Info, key: DocKey, position: int) -> Doc:
     if doc is not None:
         return doc
     stream = await info.context.services.store.read_stream(f"{key[0]}-{key[1]}")
-    built = batch.apply([e for e in stream if e.position <= position], {}).docs.get(key)
+    built = batch.apply(
+        batch.decode(e for e in stream if e.position <= position), {}
+    ).docs.get(key)
     if built is None:
         raise ClientError("The entity is not in the read model yet.", "STALE_READ_MODEL")
     return built

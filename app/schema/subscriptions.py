@@ -9,7 +9,8 @@ from typing import Any
 import strawberry
 
 from app.projections.documents import Change
-from app.read_model.hub import Batch, Subscriber, SubscriptionClosed
+from app.read_model.changes import Batch
+from app.read_model.hub import Subscriber, SubscriptionClosed
 from app.schema.context import Context
 from app.schema.errors import ClientError
 from app.schema.types import Employee, Event, Location

@@ -21,9 +21,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
 from app.event_store.base import EventStore
-from app.projections.projector import Projector
+from app.projector.loop import Projector
+from app.read_model import changes
 from app.read_model.client import delete_matching
-from app.read_model.keys import Keys
+from app.read_model.layout import Keys
 
 log = logging.getLogger(__name__)
 STATUS_TTL_MS = 30_000  # a rebuild that died stops being reported after this long
@@ -193,10 +194,8 @@ class Generations:
             pipe.multi()  # type: ignore[no-untyped-call]
             pipe.set(self._keys.generation_pointer, new.generation)  # type: ignore[arg-type]
             pipe.delete(self._keys.rebuilding, self._keys.unbuilt)
-            pipe.publish(self._keys.changes_channel, orjson.dumps({
-                "from": int(position), "position": int(position), "changes": [], "events": [],
-                "generation": new.generation,
-            }))
+            pipe.publish(self._keys.changes_channel,
+                         changes.encode_switch(int(position), int(new.generation or 0)))
             try:
                 await pipe.execute()
             except WatchError:

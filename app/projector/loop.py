@@ -1,12 +1,12 @@
 """The projector: tails the event store by position and applies each batch to Redis exactly once.
 
-Each batch is read from the checkpoint C and written by one Lua script (`APPLY`) that applies
-its writes, the new checkpoint and the PUBLISH of its changes only if the checkpoint is still C.
-If any other projector moved the checkpoint in between, nothing is applied: a crash or a race can
-neither apply an event twice nor skip one. (A script is atomic like MULTI/EXEC, and one round
-trip instead of WATCH, a read and EXEC, with one reply instead of one per queued command.)
+Each batch is read from the checkpoint C, projected in memory (app/projections/), and written by
+one Lua script (`APPLY`, app/read_model/layout.py) that applies its writes, the new checkpoint and
+the PUBLISH of its changes only if the checkpoint is still C. If any other projector moved the
+checkpoint in between, nothing is applied: a crash or a race can neither apply an event twice
+nor skip one.
 
-On a generation of the read model (see `app.read_model.keys`), a live projector's batches are
+On a generation of the read model (see app/read_model/layout.py), a live projector's batches are
 also conditional on the generation pointer: once a rebuild switched queries to a new generation,
 no batch lands in the old one, and the projector says so (`GenerationChanged`). A checkpoint or
 pointer that vanished (Redis flushed or replaced) is `ReadModelDamaged`: the caller rebuilds.
@@ -18,11 +18,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -30,35 +28,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
 from app.observability import PROJECTION_BATCH
 from app.projections import batch as projection
-from app.projections.documents import Change, Doc, DocKey, iso, micros
+from app.projections.documents import Doc, DocKey
 from app.read_model.client import delete_matching
-from app.read_model.keys import Keys
+from app.read_model.layout import APPLY, Keys, apply_args, document
 
 log = logging.getLogger(__name__)
 
-# One batch, all or nothing, if the read model still stands where the batch was read from.
-# KEYS: the checkpoint, the generation pointer. ARGV: the checkpoint the batch was read from, the
-# generation the batch is for ('' when the pointer is not checked), '1' when an absent checkpoint
-# means 0 (a read model without generations), then the writes: per command, its argument count
-# then its arguments. Returns 1 when applied, else {checkpoint, pointer} as they are.
-APPLY = """
-local checkpoint = redis.call('GET', KEYS[1])
-local pointer = false
-if ARGV[2] ~= '' then pointer = redis.call('GET', KEYS[2]) end
-local current = checkpoint
-if not current and ARGV[3] == '1' then current = '0' end
-if current ~= ARGV[1] or (ARGV[2] ~= '' and pointer ~= ARGV[2]) then
-  return {checkpoint, pointer}
-end
-local a = 4
-while a <= #ARGV do
-  local n = tonumber(ARGV[a])
-  redis.call(unpack(ARGV, a + 1, a + n))
-  a = a + n + 1
-end
-return 1
-"""
-CHUNK = 1000  # members per MSET/ZADD: Lua's unpack() takes at most ~8 000 values
 DOCUMENT_MEMORY = 4096  # documents a projector remembers from its latest batches
 CheckpointListener = Callable[[int], Awaitable[None]]
 Audit = Callable[[], Awaitable[None]]
@@ -213,16 +188,16 @@ class Projector:
                 if not events:
                     break
                 self._read_ahead(events[-1].position)
-                keys = projection.touched(events)
+                decoded = projection.decode(events)
+                keys = projection.touched(decoded)
                 before = {k: carried[k] for k in keys if k in carried}
                 missing = [k for k in keys if k not in carried]
                 if missing:
                     raw = await self._redis.mget([self._keys.doc(k) for k in missing])
                     before.update(
-                        (k, orjson.loads(v) if v is not None else None)
-                        for k, v in zip(missing, raw, strict=True)
+                        (k, document(v)) for k, v in zip(missing, raw, strict=True)
                     )
-                result = projection.apply(events, before)
+                result = projection.apply(decoded, before)
                 if writing is not None:
                     await writing  # N is in Redis (or raised): only now may N+1 be sent
                     writing = None
@@ -257,13 +232,9 @@ class Projector:
     ) -> None:
         """One batch in one script call, applied only if the checkpoint is still `checkpoint`
         (and, fenced, the pointer still names this generation); else `CheckpointMoved`."""
-        generation = self._keys.generation
-        args: list[Any] = [
-            checkpoint, generation if self._fenced else "", "1" if generation is None else "0",
-        ]
-        self._batch_commands(args, checkpoint, events, result)
         outcome = await self._apply(
-            keys=[self._keys.checkpoint, self._keys.generation_pointer], args=args
+            keys=[self._keys.checkpoint, self._keys.generation_pointer],
+            args=apply_args(self._keys, checkpoint, self._fenced, events, result, self._live),
         )
         if outcome != 1:
             raw, pointer = outcome
@@ -318,25 +289,6 @@ class Projector:
             self._store.read_batch(position, self._batch_size)
         ))
 
-    async def step(self, until: int | None = None) -> bool:
-        """Apply the next batch; False once there was nothing left to apply."""
-        raise_if_cancelled()
-        checkpoint = await self.checkpoint()
-        events = await self._read(checkpoint)
-        if until is not None:
-            events = [e for e in events if e.commit_position <= until]
-        if not events:
-            self.position = checkpoint
-            return False
-        started = time.perf_counter()
-        try:
-            await self._commit(checkpoint, events)
-        except CheckpointMoved:
-            log.info("checkpoint moved under us (another projector?); re-reading")
-            return True
-        await self._committed(events, started)
-        return True
-
     async def _read(self, checkpoint: int) -> list[RecordedEvent]:
         """The batch after `checkpoint`: the one read ahead if it starts there and is not empty."""
         prefetched, self._prefetch = self._prefetch, None
@@ -355,110 +307,6 @@ class Projector:
             _discard(self._prefetch[1])
             self._prefetch = None
 
-    async def _commit(self, checkpoint: int, events: list[RecordedEvent]) -> None:
-        """Documents read after the checkpoint was: if a rival wrote between the two reads, it
-        moved the checkpoint too, and the batch is refused."""
-        keys = projection.touched(events)
-        raw = await self._redis.mget([self._keys.doc(k) for k in keys]) if keys else []
-        before: dict[DocKey, Doc | None] = {
-            k: orjson.loads(v) if v is not None else None for k, v in zip(keys, raw, strict=True)
-        }
-        await self._write_batch(checkpoint, events, projection.apply(events, before))
-
-    def _batch_commands(
-        self, out: list[Any], checkpoint: int, events: list[RecordedEvent],
-        result: projection.BatchResult,
-    ) -> None:
-        """Append the batch's writes, its checkpoint and its PUBLISH to `out` (APPLY's form)."""
-
-        def command(*args: Any) -> None:
-            out.append(len(args))
-            out.extend(args)
-
-        changes = self._write(command, result.docs, result.changes, events)
-        position = events[-1].position
-        command("SET", self._keys.checkpoint, position)
-        if not self._live:
-            return
-        # {"from", "position", "changes": [Change.to_json()…], "events": [event_json()…]}, with
-        # each change's document serialised once, for its history entry and for this message
-        message = b'{"from":%d,"position":%d,"changes":[%b],"events":%b}' % (
-            checkpoint, position, b",".join(changes),
-            orjson.dumps([event_json(e) for e in events]),
-        )
-        command("PUBLISH", self._keys.changes_channel, message)
-
-    def _write(
-        self,
-        command: Callable[..., None],
-        docs: dict[DocKey, Doc | None],
-        changes: list[Change],
-        events: list[RecordedEvent],
-    ) -> list[bytes]:
-        """Current state, indexes and time-travel history, a few commands per batch; returns
-        each change as JSON (`Change.to_json()`) for the batch's message (live only)."""
-        history: dict[str, list[bytes | int]] = defaultdict(list)
-        created: dict[str, list[str | int]] = defaultdict(list)
-        serialised: dict[int, bytes] = {}  # id(document) -> its JSON, each document once
-        out: list[bytes] = []
-        for change in changes:
-            key: DocKey = (change.entity, change.entity_id)
-            doc = change.doc
-            body = b""
-            if doc is not None:
-                body = serialised.get(id(doc)) or orjson.dumps(doc)
-                serialised[id(doc)] = body
-            history[self._keys.history(key)] += (
-                change.position, b"%015d|%b" % (change.position, body)
-            )
-            if change.kind == "CREATED":
-                created[self._keys.created(change.entity)] += (change.position, change.entity_id)
-            if not self._live:
-                continue  # a rebuild publishes no changes
-            previous = change.previous_location_id
-            out.append(
-                b'{"position":%d,"kind":"%b","entity":"%b","id":%d,"doc":%b,'
-                b'"previous_location_id":%b}' % (
-                    change.position, change.kind.encode(), change.entity.encode(),
-                    change.entity_id, body or b"null",
-                    b"null" if previous is None else b"%d" % previous,
-                )
-            )
-        current: list[str | bytes] = []
-        gone: list[str] = []
-        live: dict[str, list[int]] = defaultdict(list)
-        dead: dict[str, list[int]] = defaultdict(list)
-        for k, doc in docs.items():
-            if doc is None:
-                gone.append(self._keys.doc(k))
-                dead[self._keys.index(k[0])].append(k[1])
-            else:
-                current += (self._keys.doc(k), serialised.get(id(doc)) or orjson.dumps(doc))
-                live[self._keys.index(k[0])] += (k[1], k[1])
-        for part in _chunks(current):
-            command("MSET", *part)
-        for part in _chunks(gone):
-            command("DEL", *part)
-        for index, members in live.items():
-            for part in _chunks(members):
-                command("ZADD", index, *part)
-        for index, ids in dead.items():
-            for part in _chunks(ids):
-                command("ZREM", index, *part)
-        for history_key, versions in history.items():
-            for part in _chunks(versions):
-                command("ZADD", history_key, *part)
-        for created_key, entries in created.items():
-            for part in _chunks(entries):
-                command("ZADD", created_key, "NX", *part)
-        commits: list[int | str] = []
-        for e in events:
-            if e.position == e.commit_position:
-                commits += (micros(e.recorded_at), f"{e.commit_position:015d}")
-        for part in _chunks(commits):
-            command("ZADD", self._keys.commits, *part)
-        return out
-
 
 def _remember(memory: dict[DocKey, Doc | None], docs: dict[DocKey, Doc | None]) -> None:
     """`docs` (a batch's) become the most recently used in `memory`, which then drops its least
@@ -469,22 +317,6 @@ def _remember(memory: dict[DocKey, Doc | None], docs: dict[DocKey, Doc | None]) 
         memory[key] = doc
     while len(memory) > max(DOCUMENT_MEMORY, len(docs)):
         del memory[next(iter(memory))]
-
-
-def _chunks(values: list[Any]) -> list[list[Any]]:
-    """`values` (pairs stay whole) in slices of at most CHUNK pairs."""
-    step = 2 * CHUNK
-    return [values[i:i + step] for i in range(0, len(values), step)]
-
-
-def event_json(event: RecordedEvent) -> dict[str, Any]:
-    """An event as subscribers of the `events` feed receive it."""
-    return {
-        "position": event.position, "stream_id": event.stream_id, "version": event.version,
-        "type": event.type, "data": event.data, "recorded_at": iso(event.recorded_at),
-        "correlation_id": event.metadata.get("correlation_id"),
-        "actor": event.metadata.get("actor"),
-    }
 
 
 def _discard(task: asyncio.Task[Any]) -> None:

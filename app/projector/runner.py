@@ -11,16 +11,16 @@ import logging
 from redis.asyncio import Redis
 
 from app.event_store.base import EventStore
-from app.projections.generations import Generations
-from app.projections.leader import Lease
-from app.projections.projector import (
+from app.projector.generations import Generations
+from app.projector.leader import Lease
+from app.projector.loop import (
     TRANSIENT,
     CheckpointListener,
     GenerationChanged,
     Projector,
     ReadModelDamaged,
 )
-from app.read_model.keys import Keys
+from app.read_model.layout import Keys
 
 log = logging.getLogger(__name__)
 AUDIT_SAMPLE = 20  # documents and histories checked per audit

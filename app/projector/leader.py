@@ -3,7 +3,7 @@
 The holder renews the lease well before it expires; a process that dies stops renewing and a
 standby takes the lease once it expires (`ttl` seconds at most). The lease decides who does the
 work, not what is correct: every batch is still conditional on the checkpoint (see
-`app.projections.projector`), so even two projectors briefly overlapping across a pause longer
+`app.projector.loop`), so even two projectors briefly overlapping across a pause longer
 than the lease apply each event exactly once.
 """
 

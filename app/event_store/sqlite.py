@@ -1,0 +1,339 @@
+"""The event store on an SQLite file through the standard `sqlite3` module, one thread hop per
+operation: the default for `sqlite+aiosqlite:///FILE` (SQLITE_DIRECT).
+
+Through SQLAlchemy + aiosqlite every statement costs several hops between the event loop and the
+driver's thread, plus SQLAlchemy's per-row type processing; an append took ~6 ms and reading a
+projection batch spent most of its time converting rows. Here a whole append group (BEGIN
+IMMEDIATE … COMMIT) is one call on a dedicated writer thread and a read is one call on a reader
+thread, each thread with its own connection to the same file.
+
+The `sqlite3` module lets go of the GIL around every step of a statement (each row fetched or
+written) and must take it back afterwards; while the event loop's thread is busy that takes up to
+the interpreter's switch interval (5 ms) each time. So the writer reads and writes each table in
+one statement of one step (multi-row VALUES, one JSON row for the versions it looks up), and
+events are read as one JSON row too: a group commit or a read takes a handful of hand-overs
+instead of one per row. Needs SQLite 3.38+ (JSON built in). Rows are stored exactly as SQLAlchemy
+stores them (JSON text, `YYYY-MM-DD HH:MM:SS.ffffff` UTC times), so both adapters read each
+other's files; the tables themselves are created from app/event_store/tables.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from operator import itemgetter
+from typing import Any, TypeVar
+
+import orjson
+import sqlalchemy as sa
+
+from app.domain.schema import EventSchema
+from app.event_store.base import (
+    IdempotencyRecord,
+    RecordedEvent,
+    Snapshot,
+    StoreUnavailable,
+    split_stream_id,
+)
+from app.event_store.group_commit import (
+    ForeignWrite,
+    GroupCommitStore,
+    Plan,
+    Request,
+    expected_streams,
+    idempotency_keys,
+    plan,
+)
+from app.event_store.tables import metadata
+
+T = TypeVar("T")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
+ROWS_PER_STATEMENT = 256  # multi-row VALUES: 256 × 9 columns stays far below SQLite's 32 766
+STATEMENTS = 2 * ROWS_PER_STATEMENT + 64  # prepared statements kept: every multi-row shape
+IN_LIST = 500  # values per IN (…) list
+UNAVAILABLE = (sqlite3.OperationalError, OSError)
+COMMIT_ROW = 8  # index of commit_position in a row of `_events`
+
+
+def file_of(database: str | None) -> str | None:
+    """The file of an SQLite URL's database, or None for an in-memory database."""
+    if not database or database == ":memory:" or "mode=memory" in database:
+        return None
+    return database
+
+
+class SqliteThreads:
+    """A writer thread and a reader thread, each with its own connection to one database file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="event-store-write")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="event-store-read")
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit mode: transactions are explicit)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False, cached_statements=STATEMENTS)
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+            with self._guard:
+                self._connections.append(conn)
+        return conn
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` on the reader thread; a lost file raises StoreUnavailable."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._reader, lambda: work(self.connection()))
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` inside BEGIN IMMEDIATE … COMMIT (ROLLBACK if it raises), on the writer thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, self._transaction, work)
+        except sqlite3.IntegrityError as exc:
+            raise ForeignWrite(str(exc)) from exc
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+        with self._guard:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+
+def insert_rows(
+    conn: sqlite3.Connection, insert: str, rows: list[tuple[object, ...]], tail: str = ""
+) -> None:
+    """`insert` ("INSERT INTO t (a, b) VALUES") of `rows`, ROWS_PER_STATEMENT per statement:
+    one step each, where `executemany` takes one step (and one GIL hand-over) per row."""
+    if not rows:
+        return
+    marks = "(" + ",".join("?" * len(rows[0])) + ")"
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        part = rows[start:start + ROWS_PER_STATEMENT]
+        conn.execute(f"{insert} {','.join([marks] * len(part))}{tail}",
+                     [value for row in part for value in row])
+
+
+def select_events(where: str, order: str = "position", limit: bool = False) -> str:
+    """The events matching `where`, as one row holding one JSON array (see `_events`)."""
+    rows = ("SELECT position, stream_id, version, type, schema_version, data, metadata,"
+            f" recorded_at, commit_position FROM events WHERE {where} ORDER BY {order}"
+            + (" LIMIT ?" if limit else ""))
+    return (
+        "SELECT json_group_array(json_array(position, stream_id, version, type, schema_version,"
+        f" json(data), json(metadata), recorded_at, commit_position)) FROM ({rows})"
+    )
+
+
+def _events(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[Any]:
+    """The rows of a `select_events` query, data and metadata decoded, in position order: one
+    step (one GIL hand-over) for the whole answer, not one per row."""
+    (text,) = conn.execute(sql, params).fetchone()
+    rows: list[Any] = orjson.loads(text)
+    rows.sort(key=itemgetter(0))  # the order an aggregate sees its rows in is SQLite's choice
+    return rows
+
+
+def _in(values: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """`(marks, chunk)` pairs for IN lists of at most IN_LIST values."""
+    return [(",".join("?" * len(part)), list(part))
+            for part in (values[i:i + IN_LIST] for i in range(0, len(values), IN_LIST))]
+
+
+def _commands(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, IdempotencyRecord]:
+    found: dict[str, IdempotencyRecord] = {}
+    for marks, chunk in _in(keys):
+        for key, command, fingerprint, result, commit_position in conn.execute(
+            "SELECT key, command, fingerprint, result, commit_position FROM idempotency_keys"
+            f" WHERE key IN ({marks})", chunk,
+        ):
+            found[key] = IdempotencyRecord(
+                key, command, fingerprint, orjson.loads(result), commit_position
+            )
+    return found
+
+
+def _versions(conn: sqlite3.Connection, stream_ids: Sequence[str]) -> dict[str, int]:
+    stored: dict[str, int] = {}
+    for marks, chunk in _in(stream_ids):
+        (found,) = conn.execute(  # one row, one step
+            "SELECT json_group_object(stream_id, version) FROM streams"
+            f" WHERE stream_id IN ({marks})",
+            chunk,
+        ).fetchone()
+        stored.update(orjson.loads(found))
+    return stored
+
+
+class SqliteEventStore(GroupCommitStore):
+    """EventStore over one SQLite file on sqlite3 threads of its own."""
+
+    def __init__(self, path: str, schema: EventSchema) -> None:
+        super().__init__(schema)
+        self._file = SqliteThreads(path)
+        self._parsed: tuple[str, dt.datetime] = ("", dt.datetime.min)
+
+    @classmethod
+    async def open(cls, path: str, schema: EventSchema) -> SqliteEventStore:
+        """Create the tables if missing (WAL mode, so readers never wait for the writer)."""
+
+        def create() -> None:
+            engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                    metadata.create_all(conn)
+            finally:
+                engine.dispose()
+
+        await asyncio.to_thread(create)
+        return cls(path, schema)
+
+    async def close(self) -> None:
+        await self._finish_writes()
+        await asyncio.to_thread(self._file.close)
+
+    async def _write_group(self, group: list[Request]) -> Plan:
+        return await self._file.write(lambda conn: self._write(conn, group))
+
+    def _write(self, conn: sqlite3.Connection, group: list[Request]) -> Plan:
+        """The group on the writer thread, inside its BEGIN IMMEDIATE transaction."""
+        last = conn.execute(
+            "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+        ).fetchone()
+        decided = plan(group, _commands(conn, idempotency_keys(group)),
+                       _versions(conn, expected_streams(group)),
+                       (last[0], self._time(last[1])) if last else None)
+        if decided.rows:
+            recorded = decided.rows[0]["recorded_at"].strftime(TIME_FORMAT)  # one per group
+            insert_rows(
+                conn, "INSERT INTO events (position, stream_id, version, type, schema_version,"
+                " data, metadata, recorded_at, commit_position) VALUES",
+                [(r["position"], r["stream_id"], r["version"], r["type"], r["schema_version"],
+                  orjson.dumps(r["data"]).decode(), orjson.dumps(r["metadata"]).decode(),
+                  recorded, r["commit_position"])
+                 for r in decided.rows],
+            )
+            insert_rows(
+                conn, "INSERT INTO streams (stream_id, category, number, version) VALUES",
+                [(s, *split_stream_id(s), decided.after[s]) for s in decided.changed()],
+                " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
+            )
+        insert_rows(
+            conn, "INSERT INTO idempotency_keys (key, command, fingerprint, result,"
+            " commit_position, recorded_at) VALUES",
+            [(r["key"], r["command"], r["fingerprint"], orjson.dumps(r["result"]).decode(),
+              r["commit_position"], r["recorded_at"].strftime(TIME_FORMAT))
+             for r in decided.command_rows],
+        )
+        return decided
+
+    def _time(self, stored: str) -> dt.datetime:
+        """A stored time as an aware UTC datetime (the events of a commit share one)."""
+        cached = self._parsed  # one tuple, read once: the writer thread uses this too
+        if stored != cached[0]:
+            cached = (stored, dt.datetime.fromisoformat(stored + "+00:00"))
+            self._parsed = cached
+        return cached[1]
+
+    def _recorded(self, row: list[Any]) -> RecordedEvent:
+        """A row of `_events` as a RecordedEvent, upcast."""
+        position, stream_id, version, kind, schema_version, payload, meta, recorded, commit = row
+        current = self._schema.current.get(kind, schema_version)
+        if schema_version < current:
+            payload = self._schema.upcast(kind, schema_version, payload)
+        return RecordedEvent(
+            position, stream_id, version, kind, current, payload, meta, self._time(recorded),
+            commit,
+        )
+
+    async def _select(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
+        rows = await self._file.read(lambda conn: _events(conn, sql, params))
+        return [self._recorded(row) for row in rows]
+
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        return await self._select(select_events("stream_id = ? AND version > ?", "version"),
+                                  (stream_id, after_version))
+
+    async def read_all(
+        self, after_position: int = 0, limit: int = 100, stream_id: str | None = None
+    ) -> list[RecordedEvent]:
+        if stream_id is None:
+            return await self._select(select_events("position > ?", limit=True),
+                                      (after_position, limit))
+        return await self._select(select_events("position > ? AND stream_id = ?", limit=True),
+                                  (after_position, stream_id, limit))
+
+    async def _read_batch(self, after_position: int, limit: int) -> list[RecordedEvent]:
+        """One read: the batch, plus the rest of its last append."""
+
+        def work(conn: sqlite3.Connection) -> list[RecordedEvent]:
+            rows = _events(conn, select_events("position > ?", limit=True),
+                           (after_position, limit))
+            if rows and rows[-1][COMMIT_ROW] > rows[-1][0]:
+                rows += _events(conn, select_events("position > ? AND position <= ?"),
+                                (rows[-1][0], rows[-1][COMMIT_ROW]))
+            # decoded here: the event loop goes on meanwhile (a projector writing its last batch)
+            return [self._recorded(row) for row in rows]
+
+        return await self._file.read(work)
+
+    async def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return await self._file.read(lambda conn: conn.execute(sql, params).fetchone()[0])
+
+    async def head_position(self) -> int:
+        return int(await self._scalar("SELECT max(position) FROM events") or 0)
+
+    async def max_stream_number(self, category: str) -> int:
+        return int(await self._scalar(
+            "SELECT max(number) FROM streams WHERE category = ?", (category,)) or 0)
+
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        return await self._file.read(lambda conn: _versions(conn, stream_ids))
+
+    async def find_command(self, key: str) -> IdempotencyRecord | None:
+        return (await self._file.read(lambda conn: _commands(conn, [key]))).get(key)
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        row = await self._file.read(lambda conn: conn.execute(
+            "SELECT version, state FROM snapshots WHERE stream_id = ?", (stream_id,)
+        ).fetchone())
+        return Snapshot(stream_id, row[0], orjson.loads(row[1])) if row else None
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep the newest snapshot of a stream; a racing older one never replaces it."""
+        await self._file.write(lambda conn: conn.execute(
+            "INSERT INTO snapshots (stream_id, version, state) VALUES (?, ?, ?)"
+            " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version,"
+            " state = excluded.state WHERE excluded.version > snapshots.version",
+            (snapshot.stream_id, snapshot.version, orjson.dumps(snapshot.state).decode()),
+        ))

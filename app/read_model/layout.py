@@ -1,0 +1,227 @@
+"""The read model's layout in Redis: every key and channel, the Lua scripts, how a projected
+batch becomes Redis commands, and how those are read back. The one place that knows it.
+
+Current state is one JSON document per entity (`{p}:location:{id}`, `{p}:employee:{id}`, read
+with MGET) plus sorted sets of live ids scored by id. Time travel reads beside them: per entity a
+history sorted set of its documents scored by commit position, per kind a creation index, and
+one sorted set mapping commit positions to their `recorded_at`.
+
+The service keeps its read model in generations (blue/green): the data of generation N lives
+under `{base}:g{N}`, and `{base}:generation` names the one queries read. A rebuild fills a new
+generation beside the live one and switches the pointer in one transaction. Channels, the head
+position, the pointer, the projector's leader lease and the rebuild status stay under `{base}`.
+`Keys(base)` alone (no generation) puts the data directly under `{base}`: one fixed read model,
+as tests and benchmarks use it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from app.event_store.base import RecordedEvent
+from app.projections.batch import BatchResult
+from app.projections.documents import Doc, DocKey, micros
+from app.read_model import changes as messages
+
+# One batch, all or nothing, if the read model still stands where the batch was read from.
+# KEYS: the checkpoint, the generation pointer. ARGV: the checkpoint the batch was read from, the
+# generation the batch is for ('' when the pointer is not checked), '1' when an absent checkpoint
+# means 0 (a read model without generations), then the writes: per command, its argument count
+# then its arguments. Returns 1 when applied, else {checkpoint, pointer} as they are.
+# (Atomic like MULTI/EXEC, and one round trip instead of WATCH, a read and EXEC.)
+APPLY = """
+local checkpoint = redis.call('GET', KEYS[1])
+local pointer = false
+if ARGV[2] ~= '' then pointer = redis.call('GET', KEYS[2]) end
+local current = checkpoint
+if not current and ARGV[3] == '1' then current = '0' end
+if current ~= ARGV[1] or (ARGV[2] ~= '' and pointer ~= ARGV[2]) then
+  return {checkpoint, pointer}
+end
+local a = 4
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  redis.call(unpack(ARGV, a + 1, a + n))
+  a = a + n + 1
+end
+return 1
+"""
+
+# For each history key, its newest member scored at or below ARGV[1] ('' if none): one round trip
+# and one command for any number of entities, each lookup O(log n) in its history's length.
+LATEST_AT = """
+local out = {}
+for i = 1, #KEYS do
+  local hit = redis.call('ZREVRANGEBYSCORE', KEYS[i], ARGV[1], '-inf', 'LIMIT', 0, 1)
+  out[i] = hit[1] or ''
+end
+return out
+"""
+
+# SET key to ARGV[1] unless it already holds a larger number (writers report out of order);
+# with a channel name as ARGV[2], PUBLISH the number there too (one command, one round trip).
+RAISE_TO = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[2] then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
+return 0
+"""
+CHUNK = 1000  # members per MSET/ZADD: Lua's unpack() takes at most ~8 000 values
+
+
+class Keys:
+    def __init__(self, base: str, generation: int | None = None) -> None:
+        self.base = base
+        self.generation = generation
+        prefix = base if generation is None else f"{base}:g{generation}"
+        self.prefix = prefix
+        self.checkpoint = f"{prefix}:checkpoint"
+        self.locations = f"{prefix}:locations"
+        self.employees = f"{prefix}:employees"
+        self.commits = f"{prefix}:commits"
+        # shared by every generation
+        self.changes_channel = f"{base}:changes"
+        self.appended_channel = f"{base}:appended"
+        self.head = f"{base}:head"
+        self.generation_pointer = f"{base}:generation"
+        self.generation_counter = f"{base}:generations"
+        self.leader = f"{base}:projector:leader"
+        self.rebuilding = f"{base}:rebuilding"
+        self.unbuilt = f"{base}:unbuilt"  # a generation created empty over a non-empty log
+
+    def at(self, generation: int) -> Keys:
+        """The keys of generation `generation` of this read model."""
+        return Keys(self.base, generation)
+
+    def doc(self, key: DocKey) -> str:
+        return f"{self.prefix}:{key[0]}:{key[1]}"
+
+    def location(self, location_id: int) -> str:
+        return self.doc(("location", location_id))
+
+    def employee(self, employee_id: int) -> str:
+        return self.doc(("employee", employee_id))
+
+    def history(self, key: DocKey) -> str:
+        return f"{self.prefix}:history:{key[0]}:{key[1]}"
+
+    def created(self, entity: str) -> str:
+        return f"{self.prefix}:created:{entity}"
+
+    def index(self, entity: str) -> str:
+        return self.locations if entity == "location" else self.employees
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this read model (of its generation, if any)."""
+        return f"{self.prefix}:*"
+
+
+def apply_args(
+    keys: Keys, checkpoint: int, fenced: bool, events: list[RecordedEvent], result: BatchResult,
+    live: bool,
+) -> list[Any]:
+    """APPLY's ARGV for a batch read from `checkpoint`: its documents, indexes and time-travel
+    history, the new checkpoint, and (`live`) the PUBLISH of its change message."""
+    generation = keys.generation
+    out: list[Any] = [
+        checkpoint, generation if fenced else "", "1" if generation is None else "0",
+    ]
+
+    def command(*args: Any) -> None:
+        out.append(len(args))
+        out.extend(args)
+
+    bodies: dict[int, bytes] = {}  # id(document) -> its JSON: each document serialised once
+
+    def serialised(doc: Doc) -> bytes:
+        body = bodies.get(id(doc))
+        if body is None:
+            body = bodies[id(doc)] = orjson.dumps(doc)
+        return body
+
+    _current(command, keys, result.docs, serialised)
+    _history(command, keys, result, serialised)
+    commits: list[int | str] = []
+    for e in events:
+        if e.position == e.commit_position:
+            commits += (micros(e.recorded_at), f"{e.commit_position:015d}")
+    for part in _chunks(commits):
+        command("ZADD", keys.commits, *part)
+    position = events[-1].position
+    command("SET", keys.checkpoint, position)
+    if live:
+        message = messages.encode(checkpoint, position, result.changes, events, serialised)
+        command("PUBLISH", keys.changes_channel, message)
+    return out
+
+
+def _history(
+    command: Callable[..., None], keys: Keys, result: BatchResult,
+    serialised: Callable[[Doc], bytes],
+) -> None:
+    """Per changed entity a history member `{position:015d}|{document}` scored by position
+    (empty document: gone), and per kind the creation index."""
+    history: dict[str, list[bytes | int]] = defaultdict(list)
+    created: dict[str, list[str | int]] = defaultdict(list)
+    for change in result.changes:
+        body = b"" if change.doc is None else serialised(change.doc)
+        history[keys.history((change.entity, change.entity_id))] += (
+            change.position, b"%015d|%b" % (change.position, body)
+        )
+        if change.kind == "CREATED":
+            created[keys.created(change.entity)] += (change.position, change.entity_id)
+    for history_key, versions in history.items():
+        for part in _chunks(versions):
+            command("ZADD", history_key, *part)
+    for created_key, entries in created.items():
+        for part in _chunks(entries):
+            command("ZADD", created_key, "NX", *part)
+
+
+def _current(
+    command: Callable[..., None], keys: Keys, docs: dict[DocKey, Doc | None],
+    serialised: Callable[[Doc], bytes],
+) -> None:
+    """Current documents and the sorted sets of live ids."""
+    current: list[str | bytes] = []
+    gone: list[str] = []
+    live: dict[str, list[int]] = defaultdict(list)
+    dead: dict[str, list[int]] = defaultdict(list)
+    for k, doc in docs.items():
+        if doc is None:
+            gone.append(keys.doc(k))
+            dead[keys.index(k[0])].append(k[1])
+        else:
+            current += (keys.doc(k), serialised(doc))
+            live[keys.index(k[0])] += (k[1], k[1])
+    for part in _chunks(current):
+        command("MSET", *part)
+    for part in _chunks(gone):
+        command("DEL", *part)
+    for index, members in live.items():
+        for part in _chunks(members):
+            command("ZADD", index, *part)
+    for index, ids in dead.items():
+        for part in _chunks(ids):
+            command("ZREM", index, *part)
+
+
+def _chunks(values: list[Any]) -> list[list[Any]]:
+    """`values` (pairs stay whole) in slices of at most CHUNK pairs."""
+    step = 2 * CHUNK
+    return [values[i:i + step] for i in range(0, len(values), step)]
+
+
+def document(raw: str | bytes | None) -> Doc | None:
+    """A current document as stored (None: absent)."""
+    return orjson.loads(raw) if raw is not None else None
+
+
+def historic(member: str) -> Doc | None:
+    """A history member `{position}|{document}`; empty: absent (not yet created, or removed)."""
+    _, _, body = member.partition("|")
+    return orjson.loads(body) if body else None

@@ -1,4 +1,5 @@
-"""Settings from the environment and a `.env` file; every name is documented in the README."""
+"""Settings from the environment and a `.env` file; every name is documented in
+docs/operations.md."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class Settings(BaseSettings):
     subscription_queue_size: int = 1000
     spa_dir: Path = Path(__file__).resolve().parent.parent / "frontend-example" / "dist"
     """The built frontend-example SPA, served at `/` by `serve` when this folder exists."""
-    # Abuse limits (see README "Security").
+    # Abuse limits (see docs/security.md).
     max_query_depth: int = 12
     max_query_tokens: int = 2000
     max_aliases: int = 100
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
     introspection: bool = True
     cors_origins: str = ""
     """Origins allowed cross-origin (HTTP CORS and browser websockets): comma-separated or JSON."""
-    # Authentication (see README "Security").
+    # Authentication (see docs/security.md).
     auth_mode: Literal["none", "token"] = "none"
     api_keys: str = ""
     """`secret:role[:name],...` or JSON `{"secret": "role"}` / `{"secret": {"role", "name"}}`."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import random
 import uuid
@@ -17,7 +16,6 @@ from app.domain import events as e
 from app.domain import model
 from app.domain.errors import Conflict, DomainError
 from app.domain.schema import EventSchema, to_data
-from app.domain.validation import FieldChecker
 from app.event_store.base import (
     ConcurrencyError,
     DuplicateCommand,
@@ -25,8 +23,16 @@ from app.event_store.base import (
     IdempotencyRecord,
     NewEvent,
 )
+from app.service.idempotency import (
+    CommandResult,
+    IdempotencyKeyReused,
+    idempotency_record,
+    replay,
+    with_result,
+)
 from app.service.repository import Aggregate, Repository
 
+__all__ = ["CommandContext", "CommandHandlers", "CommandResult", "IdempotencyKeyReused"]
 log = logging.getLogger(__name__)
 RETRY_JITTER_SECONDS = 0.001  # times 2**attempt: at most ~1 s before the 10th retry
 Reserve = Callable[[str], Awaitable[int]]
@@ -42,14 +48,6 @@ class CommandContext:
 
 
 @dataclass(frozen=True, slots=True)
-class CommandResult:
-    entity: str
-    entity_id: int
-    position: int
-    replayed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     """What a command decided: events per stream, every stream's expected version, its subject."""
 
@@ -59,10 +57,6 @@ class Decision:
     entity_id: int
     guarded_stream: str | None = None
     """The stream whose client-stated expected version turns a conflict into ConflictError."""
-
-
-class IdempotencyKeyReused(DomainError):
-    code = "IDEMPOTENCY_KEY_REUSED"
 
 
 @dataclass
@@ -224,11 +218,11 @@ class CommandHandlers:
         decide: Decide,
         client_version: int | None = None,
     ) -> CommandResult:
-        idempotency = await self._idempotency(cmd, ctx)
+        idempotency = idempotency_record(cmd, ctx.idempotency_key)
         if idempotency is not None:
             previous = await self._store.find_command(idempotency.key)
             if previous is not None:
-                return self._replay(previous, idempotency)
+                return replay(previous, idempotency)
         causation_id = str(uuid.UUID(int=random.getrandbits(128), version=4))  # no syscall
         held: list[tuple[str, int]] = []
 
@@ -264,11 +258,11 @@ class CommandHandlers:
                      for s, ev in decision.events],
                     decision.expected,
                     _metadata(ctx, causation_id),
-                    _with_result(idempotency, decision),
+                    with_result(idempotency, decision.entity, decision.entity_id),
                 )
             except DuplicateCommand as dup:
                 assert idempotency is not None
-                return self._replay(dup.record, idempotency)
+                return replay(dup.record, idempotency)
             except ConcurrencyError as conflict:
                 self._repo.forget(decision.expected if decision is not None else loads.states)
                 fresh = True
@@ -302,25 +296,6 @@ class CommandHandlers:
         held.append((category, candidate))
         return candidate
 
-    async def _idempotency(self, cmd: c.Command, ctx: CommandContext) -> IdempotencyRecord | None:
-        if ctx.idempotency_key is None:
-            return None
-        check = FieldChecker()
-        check.text("idempotency_key", "Idempotency Key", ctx.idempotency_key)
-        check.raise_if_any()
-        fingerprint = hashlib.sha256(repr(cmd).encode()).hexdigest()
-        return IdempotencyRecord(ctx.idempotency_key, type(cmd).__name__, fingerprint)
-
-    def _replay(self, previous: IdempotencyRecord, asked: IdempotencyRecord) -> CommandResult:
-        if (previous.command, previous.fingerprint) != (asked.command, asked.fingerprint):
-            raise IdempotencyKeyReused(
-                "This idempotencyKey was already used for a different request."
-            )
-        result = previous.result
-        return CommandResult(
-            str(result["entity"]), int(result["id"]), previous.commit_position, replayed=True
-        )
-
 
 def _by_stream(events: list[tuple[str, e.DomainEvent]]) -> dict[str, list[e.DomainEvent]]:
     grouped: dict[str, list[e.DomainEvent]] = {}
@@ -346,15 +321,3 @@ def _metadata(ctx: CommandContext, causation_id: str) -> dict[str, str | None]:
         "idempotency_key": ctx.idempotency_key,
         "actor": ctx.actor,
     }
-
-
-def _with_result(
-    idempotency: IdempotencyRecord | None, decision: Decision
-) -> IdempotencyRecord | None:
-    if idempotency is None:
-        return None
-    return IdempotencyRecord(
-        idempotency.key, idempotency.command, idempotency.fingerprint,
-        {"entity": decision.entity, "id": decision.entity_id},
-    )
-

@@ -88,7 +88,8 @@ def _exit_after_shutdown(_signum: int, _frame: object) -> None:
 
 
 async def _project(settings: Settings, _args: argparse.Namespace) -> int:
-    from app.bootstrap import bootstrap, run_projector_alone, settle_heap
+    from app.bootstrap import bootstrap, run_projector_alone
+    from app.runtime import settle_heap
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,8 +108,9 @@ async def _project(settings: Settings, _args: argparse.Namespace) -> int:
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     """Blue/green: the live read model keeps answering until the new one is complete."""
-    from app.bootstrap import bootstrap, collector_paused, settle_heap
+    from app.bootstrap import bootstrap
     from app.projections.generations import Progress
+    from app.runtime import collector_paused, settle_heap
 
     def show(progress: Progress) -> None:
         eta = "?" if progress.eta is None else f"{progress.eta:.0f} s"

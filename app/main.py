@@ -33,7 +33,7 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.types.unset import UnsetType
 
 from app.auth import Authenticator, AuthError, parse_origins
-from app.bootstrap import Services, bootstrap, settle_heap
+from app.bootstrap import Services, bootstrap
 from app.observability import (
     PROJECTION_LAG_EVENTS,
     PROJECTION_LAG_SECONDS,
@@ -43,6 +43,7 @@ from app.observability import (
     correlation_id,
     new_correlation_id,
 )
+from app.runtime import settle_heap
 from app.schema import build_schema
 from app.schema.context import Context
 from app.settings import Settings

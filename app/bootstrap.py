@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.domain.schema import default_schema
-from app.embedded_redis import EmbeddedValkey
+from app.embedded_redis import redis_url
 from app.event_store.sqlalchemy import SqlEventStore
 from app.observability import APPENDS, PROJECTED_POSITION
 from app.projections.generations import Generations
@@ -61,20 +61,6 @@ class Services:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
-
-
-@asynccontextmanager
-async def redis_url(settings: Settings) -> AsyncIterator[str]:
-    """The configured Redis, or this checkout's embedded Valkey for as long as the block runs."""
-    if settings.redis_url:
-        yield settings.redis_url
-        return
-    embedded = EmbeddedValkey(settings.var_dir / "valkey")
-    url = await asyncio.to_thread(embedded.start)
-    try:
-        yield url
-    finally:
-        await asyncio.to_thread(embedded.stop)
 
 
 @asynccontextmanager

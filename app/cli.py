@@ -57,18 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.embedded_redis import EmbeddedValkey
+    from app.embedded_redis import redis_url
 
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
-    embedded = None
     # uvicorn re-raises SIGTERM after its graceful shutdown; by default that would kill this
-    # process before the `finally` below stops the embedded Valkey (leaking it). Exit instead.
+    # process before the `with` block below stops the embedded Valkey (leaking it). Exit instead.
     signal.signal(signal.SIGTERM, _exit_after_shutdown)
-    if not settings.redis_url:  # one server for every worker, owned by this parent process
-        embedded = EmbeddedValkey(settings.var_dir / "valkey")
-        os.environ["REDIS_URL"] = embedded.start()
-    try:
+    # One server for every worker, owned by this parent process: the workers (and the app of a
+    # single-process server) find its URL in REDIS_URL and start none of their own.
+    with redis_url(settings) as url:
+        os.environ["REDIS_URL"] = url
         uvicorn.run(
             "app.main:create_app", factory=True, host=args.host, port=args.port,
             workers=args.workers, log_config=None, ws="websockets-sansio",
@@ -77,9 +76,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             # client address and path before the logger dropped it
             access_log=logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO),
         )
-    finally:
-        if embedded is not None:
-            embedded.stop()
     return 0
 
 

@@ -69,7 +69,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     with redis_url(settings) as url:
         os.environ["REDIS_URL"] = url
         uvicorn.run(
-            "app.main:create_app", factory=True, host=args.host, port=args.port,
+            "app.web.app:create_app", factory=True, host=args.host, port=args.port,
             workers=args.workers, log_config=None, ws="websockets-sansio",
             ws_per_message_deflate=False,  # zlib state is ~70 KiB per socket; changes are small
             # one line per request at INFO; below that uvicorn would still format each line's

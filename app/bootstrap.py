@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.domain.schema import default_schema
-from app.embedded_redis import EmbeddedValkey
+from app.embedded_redis import redis_url
 from app.event_store import open_store
 from app.event_store.base import EventStore
 from app.observability import APPENDS, PROJECTED_POSITION
@@ -65,49 +64,6 @@ class Services:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
-
-
-def settle_heap(gc_threshold: int) -> None:
-    """For a long-running process once it has started: what exists now (modules, the schema,
-    the wiring) lives as long as the process, so the collector stops scanning it, and young
-    objects are collected in fewer, larger passes. Each request leaves some cyclic garbage (the
-    GraphQL executor's), so collection stays on; at Python's default of 700 allocations, full
-    passes over the start-up heap took ≈ 13 % of a query's time (bench/queries.py)."""
-    if gc_threshold <= 0:
-        return
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(gc_threshold, older, oldest)
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """For a bounded batch job (`rebuild`): no cyclic garbage collection while it runs, one full
-    collection after. A rebuild allocates documents by the million and frees them by reference
-    counting; the collector's passes over them took ≈ 10 % of its time (bench/projection.py)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-        gc.collect()
-
-
-@asynccontextmanager
-async def redis_url(settings: Settings) -> AsyncIterator[str]:
-    """The configured Redis, or this checkout's embedded Valkey for as long as the block runs."""
-    if settings.redis_url:
-        yield settings.redis_url
-        return
-    embedded = EmbeddedValkey(settings.var_dir / "valkey")
-    url = await asyncio.to_thread(embedded.start)
-    try:
-        yield url
-    finally:
-        await asyncio.to_thread(embedded.stop)
 
 
 @asynccontextmanager

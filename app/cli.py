@@ -57,29 +57,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.embedded_redis import EmbeddedValkey
+    from app.embedded_redis import redis_url
 
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
-    embedded = None
     # uvicorn re-raises SIGTERM after its graceful shutdown; by default that would kill this
-    # process before the `finally` below stops the embedded Valkey (leaking it). Exit instead.
+    # process before the `with` block below stops the embedded Valkey (leaking it). Exit instead.
     signal.signal(signal.SIGTERM, _exit_after_shutdown)
-    if not settings.redis_url:  # one server for every worker, owned by this parent process
-        embedded = EmbeddedValkey(settings.var_dir / "valkey")
-        os.environ["REDIS_URL"] = embedded.start()
-    try:
+    # One server for every worker, owned by this parent process: the workers (and the app of a
+    # single-process server) find its URL in REDIS_URL and start none of their own.
+    with redis_url(settings) as url:
+        os.environ["REDIS_URL"] = url
         uvicorn.run(
-            "app.main:create_app", factory=True, host=args.host, port=args.port,
+            "app.web.app:create_app", factory=True, host=args.host, port=args.port,
             workers=args.workers, log_config=None, ws="websockets-sansio",
             ws_per_message_deflate=False,  # zlib state is ~70 KiB per socket; changes are small
             # one line per request at INFO; below that uvicorn would still format each line's
             # client address and path before the logger dropped it
             access_log=logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO),
         )
-    finally:
-        if embedded is not None:
-            embedded.stop()
     return 0
 
 
@@ -88,7 +84,8 @@ def _exit_after_shutdown(_signum: int, _frame: object) -> None:
 
 
 async def _project(settings: Settings, _args: argparse.Namespace) -> int:
-    from app.bootstrap import bootstrap, run_projector_alone, settle_heap
+    from app.bootstrap import bootstrap, run_projector_alone
+    from app.runtime import settle_heap
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,8 +104,9 @@ async def _project(settings: Settings, _args: argparse.Namespace) -> int:
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     """Blue/green: the live read model keeps answering until the new one is complete."""
-    from app.bootstrap import bootstrap, collector_paused, settle_heap
+    from app.bootstrap import bootstrap
     from app.projector.generations import Progress
+    from app.runtime import collector_paused, settle_heap
 
     def show(progress: Progress) -> None:
         eta = "?" if progress.eta is None else f"{progress.eta:.0f} s"

@@ -21,12 +21,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from app.bootstrap import collector_paused, settle_heap
 from app.domain.schema import default_schema
 from app.event_store.sqlalchemy import SqlEventStore
 from app.projector.generations import Generations
 from app.read_model.client import connect
 from app.read_model.layout import Keys
+from app.runtime import collector_paused, settle_heap
 from app.settings import Settings
 from bench.common import (
     Figure,

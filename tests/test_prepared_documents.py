@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from app.bootstrap import collector_paused
+from app.runtime import collector_paused
 from app.schema import PreparedDocuments, build_schema
 from app.settings import Settings
 
@@ -56,7 +56,7 @@ async def test_refusals_are_the_same_the_first_time_and_from_the_prepared_docume
 def test_a_settled_process_freezes_its_start_up_heap_and_collects_young_objects_less_often(
 ) -> None:
     probe = (
-        "import gc, json; from app.bootstrap import settle_heap; "
+        "import gc, json; from app.runtime import settle_heap; "
         "before = gc.get_threshold(); settle_heap(20000); "
         "print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count()]))"
     )
@@ -65,7 +65,7 @@ def test_a_settled_process_freezes_its_start_up_heap_and_collects_young_objects_
     ).stdout)
     assert before[0] == 700 and after == [20000, *before[1:]]
     assert frozen > 1000
-    off = ("import gc; from app.bootstrap import settle_heap; settle_heap(0); "
+    off = ("import gc; from app.runtime import settle_heap; settle_heap(0); "
            "print(gc.get_freeze_count())")
     assert subprocess.run([sys.executable, "-c", off], capture_output=True, text=True,
                           check=True).stdout.strip() == "0"

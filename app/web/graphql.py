@@ -1,0 +1,127 @@
+"""The GraphQL view: strawberry's ASGI app with our context, auth and JSON; its ws handlers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import orjson
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from starlette.requests import Request
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types.unset import UnsetType
+
+from app.auth import Authenticator, AuthError, parse_origins
+from app.bootstrap import Services
+from app.observability import REJECTIONS, correlation_id, new_correlation_id
+from app.schema import build_schema
+from app.schema.context import Context
+
+# The name these lines carried before app/main.py became app/web/: log filters match on it.
+log = logging.getLogger("app.main")
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """strawberry's graphql-transport-ws handler, except for a client that went away while one
+    of its subscriptions was being sent: that is an ordinary event (logged at DEBUG), not an
+    error with a traceback in the operators' logs."""
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        if isinstance(error, WebSocketDisconnected):
+            log.debug("a subscriber went away while a message was being sent to it")
+            return
+        await super().handle_task_exception(error)
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """strawberry's legacy graphql-ws handler, with the same care: its subscription task
+    raised on a client gone mid-send, and asyncio logged "Task exception was never
+    retrieved"."""
+
+    async def handle_async_results(
+        self, operation_id: str, query: str, operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        try:
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+        except WebSocketDisconnected:
+            log.debug("a subscriber went away while a message was being sent to it")
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    """The schema over `services`: a Context per request (authenticated when auth is on),
+    websockets authenticated on connect, JSON by orjson."""
+
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
+        super().__init__(
+            build_schema(settings),
+            graphql_ide="graphiql",
+            connection_init_wait_timeout=dt.timedelta(seconds=settings.ws_init_timeout_seconds),
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+            allowed_origins=parse_origins(settings.cors_origins),
+        )
+        self.services = services
+        self.authenticator = Authenticator(settings)
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        context = Context(self.services, correlation_id.get() or new_correlation_id())
+        if self.authenticator.enabled:
+            try:
+                context.principal = self.authenticator.from_header(
+                    request.headers.get("authorization")
+                )
+            except AuthError as error:  # refused when an operation executes
+                context.principal, context.auth_error = None, error
+        return context
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticate a websocket from its connection_init payload (or its handshake header)."""
+        if not self.authenticator.enabled:
+            return await super().on_ws_connect(context)
+        params = context.connection_params or {}
+        if context.auth_error is None and context.principal is not None and not params:
+            return await super().on_ws_connect(context)  # the handshake's Authorization header
+        try:
+            context.principal = self.authenticator.from_connection_params(params)
+        except AuthError as error:
+            REJECTIONS.labels("unauthenticated").inc()
+            raise ConnectionRejectionError({"message": error.message, "code": error.code}) from None
+        context.auth_error = None
+        return await super().on_ws_connect(context)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """orjson: UTF-8 only (other bytes are a bad request, not a guessed encoding), and its
+        JSONDecodeError is the standard one, which the view answers with a 400."""
+        return orjson.loads(data)
+
+    def encode_json(self, data: object) -> str:
+        """Text (websocket messages must be text frames), orjson's speed."""
+        return orjson.dumps(data).decode()
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """Strawberry answers a JSON body that is not an object or list (`"x"`, `5`, `null`)
+        with a 500 (it calls `.get` on it): refuse it as a bad request instead. The body is
+        looked at again only then (Starlette caches it): a good request is parsed once."""
+        try:
+            return await super().parse_http_body(request)
+        except AttributeError:
+            if request.method == "POST" and not isinstance(
+                self.parse_json(await request.get_body()), dict | list
+            ):
+                raise HTTPException(400, "The request body must be a JSON object.") from None
+            raise

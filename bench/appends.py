@@ -2,7 +2,7 @@
 
 Ours: 100 concurrent tasks, each changing the job title of its own employee again and again
 (`CommandHandlers.change_employee_job_title`: one EmployeeJobTitleChanged per command, guarded by
-the employee's and its location's versions), over SqlEventStore, whose writer commits every
+the employee's and its location's versions), over the event store, whose writer commits every
 waiting append in one transaction (group commit).
 Floor: the very rows our run wrote, inserted by 100 concurrent tasks through the raw driver, one
 row per transaction (BEGIN IMMEDIATE; INSERT; COMMIT on one aiosqlite connection; on PostgreSQL
@@ -24,7 +24,7 @@ import aiosqlite
 
 from app.domain import commands as c
 from app.domain.schema import default_schema
-from app.event_store.sqlalchemy import SqlEventStore
+from app.event_store import open_store
 from app.service.handlers import CommandContext, CommandHandlers
 from bench.common import (
     Figure,
@@ -46,7 +46,7 @@ COLUMNS = ("position, stream_id, version, type, schema_version, data, metadata, 
 async def ours(url: str, per_task: int) -> tuple[float, int]:
     """(commands/s, head before the measured commands) with TASKS concurrent tasks."""
     schema = default_schema()
-    store = await SqlEventStore.open(url, schema)
+    store = await open_store(url, schema)
     handlers = CommandHandlers(store, schema)
     try:
         await handlers.create_location(c.CreateLocation("1 Main", "Town", "ST", "00001", 1), CTX)
@@ -72,7 +72,7 @@ async def sqlite_floor(source: Path, after: int, target: Path) -> float:
     with sqlite3.connect(source) as db:
         rows = db.execute(f"SELECT {COLUMNS} FROM events WHERE position > ? ORDER BY position",
                           (after,)).fetchall()
-    await (await SqlEventStore.open(f"sqlite+aiosqlite:///{target}", default_schema())).close()
+    await (await open_store(f"sqlite+aiosqlite:///{target}", default_schema())).close()
     async with aiosqlite.connect(target, isolation_level=None) as conn:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")

@@ -1,4 +1,4 @@
-"""Commands in-process: our CommandHandlers over SqlEventStore against the `eventsourcing` library.
+"""Commands in-process: our CommandHandlers over our event store against `eventsourcing`.
 
 Two commands, on equivalent aggregates and the same database engine, no HTTP:
   create employee — check the location exists, record EmployeeCreated + EmployeeAssignedToLocation
@@ -26,7 +26,7 @@ from eventsourcing.domain import Aggregate, event
 
 from app.domain import commands as c
 from app.domain.schema import default_schema
-from app.event_store.sqlalchemy import SqlEventStore
+from app.event_store import open_store
 from app.service.handlers import CommandContext, CommandHandlers
 from bench.common import (
     Figure,
@@ -126,7 +126,7 @@ def eventsourcing_rates(env: dict[str, str], n: int, threads: int) -> tuple[floa
 async def our_rates(url: str, n: int, clients: int) -> tuple[float, float]:
     """(creates/s, moves/s) of our command handlers with `clients` concurrent callers."""
     schema = default_schema()
-    store = await SqlEventStore.open(url, schema)
+    store = await open_store(url, schema)
     handlers = CommandHandlers(store, schema)
     try:
         for n_location in range(1, LOCATIONS + 1):

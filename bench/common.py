@@ -132,13 +132,13 @@ def postgres_reachable(url: str | None) -> bool:
 
 async def reset_postgres(url: str, extra_tables: tuple[str, ...] = ()) -> None:
     """Empty the event store's tables (and drop any baseline tables) in the bench database."""
-    from app.domain.schema import default_schema
-    from app.event_store.sqlalchemy import SqlEventStore
-
-    store = await SqlEventStore.open(url, default_schema())
     import sqlalchemy as sa
 
-    async with store._engine.begin() as conn:
+    from app.domain.schema import default_schema
+    from app.event_store.sqlalchemy import SqlAlchemyEventStore
+
+    store = await SqlAlchemyEventStore.open(url, default_schema())
+    async with store.engine.begin() as conn:
         await conn.execute(sa.text("TRUNCATE events, streams, idempotency_keys, snapshots"))
         for name in extra_tables:
             await conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))

@@ -155,11 +155,11 @@ def prepared_history(events: int) -> object:
         import asyncio
 
         from app.domain.schema import default_schema
-        from app.event_store.sqlalchemy import SqlEventStore
+        from app.event_store import open_store
 
         async def create() -> None:
             url = f"sqlite+aiosqlite:///{directory / 'events.db'}"
-            await (await SqlEventStore.open(url, default_schema())).close()
+            await (await open_store(url, default_schema())).close()
 
         asyncio.run(create())
         write_sqlite(directory / "events.db", events)

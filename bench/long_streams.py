@@ -25,7 +25,7 @@ from pathlib import Path
 from app.domain import commands as c
 from app.domain import events as e
 from app.domain.schema import default_schema, to_data
-from app.event_store.sqlalchemy import SqlEventStore
+from app.event_store import open_store
 from app.service.handlers import CommandContext, CommandHandlers
 from bench.common import Figure, Options, cli, median, progress
 
@@ -65,9 +65,9 @@ def bulk_long_stream(path: Path, length: int) -> None:
 
 async def measure(path: Path, length: int, commands: int) -> dict[str, float]:
     url = f"sqlite+aiosqlite:///{path}"
-    await (await SqlEventStore.open(url, default_schema())).close()
+    await (await open_store(url, default_schema())).close()
     await asyncio.to_thread(bulk_long_stream, path, length)
-    store = await SqlEventStore.open(url, default_schema())
+    store = await open_store(url, default_schema())
     handlers = CommandHandlers(store, default_schema(), snapshot_every=SNAPSHOT_EVERY,
                                cache_size=0)
     try:

@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from app.domain.schema import default_schema
-from app.event_store.sqlalchemy import SqlEventStore
+from app.event_store import open_store
 from app.projector.generations import Generations
 from app.read_model.client import connect
 from app.read_model.layout import Keys
@@ -46,7 +46,7 @@ PIPELINE = 10_000
 
 async def rebuild(db: Path, redis_url: str, prefix: str) -> tuple[float, int]:
     """(seconds to catch up, events) for a fresh prefix."""
-    store = await SqlEventStore.open(f"sqlite+aiosqlite:///{db}", default_schema())
+    store = await open_store(f"sqlite+aiosqlite:///{db}", default_schema())
     redis = connect(redis_url)  # the client the service uses
     try:
         generations = Generations(store, redis, Keys(prefix), batch_size=BATCH)
@@ -137,7 +137,7 @@ def run(options: Options, events: int | None = None) -> list[Figure]:
 
 async def _create(db: Path) -> None:
     """The store's tables, created by the store itself."""
-    await (await SqlEventStore.open(f"sqlite+aiosqlite:///{db}", default_schema())).close()
+    await (await open_store(f"sqlite+aiosqlite:///{db}", default_schema())).close()
 
 
 def main() -> None:

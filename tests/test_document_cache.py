@@ -21,7 +21,7 @@ from app.read_model.keys import Keys
 from app.read_model.redis import ReadModel
 from app.read_model.waiter import CheckpointWaiter
 from app.settings import Settings
-from tests.projection_support import CTX, new_employee, new_location
+from tests.harness.projection_support import CTX, new_employee, new_location
 
 
 def batch(start: int, end: int, *changes: tuple[int, int, str]) -> Batch:

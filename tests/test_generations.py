@@ -25,7 +25,7 @@ from app.projections.leader import Lease
 from app.projections.runner import ProjectionRunner
 from app.read_model.keys import Keys
 from app.read_model.redis import ReadModel
-from tests.projection_support import (
+from tests.harness.projection_support import (
     command_handlers,
     delete_all,
     dump,

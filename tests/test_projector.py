@@ -27,7 +27,7 @@ from app.projections import projector as projector_module
 from app.projections.projector import Projector
 from app.read_model.keys import Keys
 from app.read_model.redis import ReadModel
-from tests.projection_support import (
+from tests.harness.projection_support import (
     ADULT,
     CTX,
     Company,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.server import RunningServer, running_server
+from tests.harness.server import RunningServer, running_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

@@ -46,7 +46,7 @@ from app.event_store.sqlalchemy import SqlEventStore
 from app.projections.projector import Projector
 from app.read_model.keys import Keys
 from app.service.handlers import CommandResult
-from tests.projection_support import (
+from tests.harness.projection_support import (
     CTX,
     TODAY,
     command_handlers,

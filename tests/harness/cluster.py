@@ -5,9 +5,10 @@
 - `PostgresCluster`: a private PostgreSQL cluster (initdb as the `postgres` user, trust auth,
   fsync off) that can be stopped (`fast` or `immediate`) and started again on the same port.
 - `Cluster`: one test's deployment on those servers: `serve --no-projector` API replicas
-  (tests/server.py's `start_server`), `project` workers (`python -m app project`, one log file
-  each), the active projector found from the leader lease, kill -9 helpers, and the check every
-  scenario ends with: the live read model equals a fresh rebuild of the store, key for key.
+  (tests/harness/server.py's `start_server`), `project` workers (`python -m app project`, one
+  log file each), the active projector found from the leader lease, kill -9 helpers, and the
+  check every scenario ends with: the live read model equals a fresh rebuild of the store, key
+  for key.
 - `InProcessLoad` (bulk appends through the real command handlers, paced) and `MutationClient`
   (GraphQL mutations over HTTP, every outcome recorded with its X-Request-ID) produce load.
 
@@ -55,7 +56,7 @@ from app.read_model.keys import Keys
 from app.read_model.redis import ReadModel
 from app.service.handlers import CommandHandlers
 from tests.conftest import IN_CI
-from tests.projection_support import (
+from tests.harness.projection_support import (
     CTX,
     command_handlers,
     delete_all,
@@ -64,14 +65,14 @@ from tests.projection_support import (
     new_location,
     project_fully,
 )
-from tests.server import (
+from tests.harness.server import (
     STOP_TIMEOUT_SECONDS,
     RunningServer,
     app_env,
     free_port,
     start_server,
 )
-from tests.ws_support import ASSIGN, CHANGE_TITLE, CREATE_EMPLOYEE, CREATE_LOCATION
+from tests.harness.ws_support import ASSIGN, CHANGE_TITLE, CREATE_EMPLOYEE, CREATE_LOCATION
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

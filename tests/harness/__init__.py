@@ -1,0 +1,3 @@
+"""What the test tiers share: the service in subprocesses (`server`), a whole deployment with
+fault injection (`cluster`), GraphQL-over-websocket clients (`ws_support`) and read-side
+scenario helpers (`projection_support`)."""

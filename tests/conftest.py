@@ -2,6 +2,9 @@
 
 PostgreSQL and an external Redis are used when TEST_POSTGRES_URL / TEST_REDIS_URL are set.
 Without them those variants are skipped locally; with CI=true a missing service fails the run.
+Every fixture starts its server only when a test asks for it, so `pytest tests/unit` starts none.
+
+Each test is marked with its tier, the folder it lives in: `pytest -m "not e2e"`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ from app.read_model.keys import Keys
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("TEST_REDIS_URL")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier: tests/unit/… is `unit`, and so on."""
+    here = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(here).parts[0] if item.path.is_relative_to(here) else ""
+        if folder in TIERS:
+            item.add_marker(folder)
 
 
 def require(url: str | None, name: str) -> str:

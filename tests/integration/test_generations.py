@@ -19,13 +19,13 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from app.event_store.sqlalchemy import SqlEventStore
-from app.projections.generations import Generations
-from app.projections.leader import Lease
-from app.projections.runner import ProjectionRunner
-from app.read_model.keys import Keys
+from app.event_store.base import EventStore
+from app.projector.generations import Generations
+from app.projector.leader import Lease
+from app.projector.runner import ProjectionRunner
+from app.read_model.layout import Keys
 from app.read_model.redis import ReadModel
-from tests.projection_support import (
+from tests.harness.projection_support import (
     command_handlers,
     delete_all,
     dump,
@@ -45,7 +45,7 @@ async def reference(redis: Redis, keys: Keys) -> AsyncIterator[Keys]:
 
 
 def runner_for(
-    store: SqlEventStore, redis: Redis, keys: Keys, lease: float = 1.0
+    store: EventStore, redis: Redis, keys: Keys, lease: float = 1.0
 ) -> ProjectionRunner:
     generations = Generations(store, redis, keys, batch_size=50, grace_seconds=GRACE)
     return ProjectionRunner(store, redis, keys, generations, Lease(redis, keys.leader, lease),
@@ -72,7 +72,7 @@ async def active(redis: Redis, keys: Keys) -> tuple[int, int]:
     return int(pointer), int(await redis.get(keys.at(int(pointer)).checkpoint) or 0)
 
 
-async def settled(redis: Redis, keys: Keys, store: SqlEventStore) -> int:
+async def settled(redis: Redis, keys: Keys, store: EventStore) -> int:
     """Wait until the active generation holds the whole log and no rebuild runs; its number."""
     head = await store.head_position()
     async with asyncio.timeout(SECONDS):
@@ -84,7 +84,7 @@ async def settled(redis: Redis, keys: Keys, store: SqlEventStore) -> int:
 
 
 async def assert_equals_a_fresh_projection(
-    store: SqlEventStore, redis: Redis, keys: Keys, reference: Keys
+    store: EventStore, redis: Redis, keys: Keys, reference: Keys
 ) -> int:
     generation = await settled(redis, keys, store)
     await project_fully(store, redis, reference)
@@ -119,7 +119,7 @@ async def generation_keys(redis: Redis, keys: Keys, generation: int) -> list[str
 
 
 async def test_a_rebuild_beside_the_live_projector_switches_without_flooding_subscribers(
-    store: SqlEventStore, redis: Redis, keys: Keys, reference: Keys
+    store: EventStore, redis: Redis, keys: Keys, reference: Keys
 ) -> None:
     # given a live read model over 300 events, a subscriber to its changes, and writes going on
     handlers = command_handlers(store)
@@ -170,7 +170,7 @@ async def test_a_rebuild_beside_the_live_projector_switches_without_flooding_sub
 
 
 async def test_a_flushed_read_model_is_rebuilt_by_the_leader_and_reported(
-    store: SqlEventStore, redis: Redis, keys: Keys, reference: Keys,
+    store: EventStore, redis: Redis, keys: Keys, reference: Keys,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # given a live read model over 400 events
@@ -191,7 +191,7 @@ async def test_a_flushed_read_model_is_rebuilt_by_the_leader_and_reported(
 
 
 async def test_the_audit_notices_lost_keys_and_rebuilds(
-    store: SqlEventStore, redis: Redis, keys: Keys, reference: Keys,
+    store: EventStore, redis: Redis, keys: Keys, reference: Keys,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # given a live read model
@@ -216,7 +216,7 @@ async def test_the_audit_notices_lost_keys_and_rebuilds(
 
 
 async def test_projection_status_reports_a_rebuild_while_it_runs(
-    store: SqlEventStore, redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+    store: EventStore, redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await workload(command_handlers(store), seed=41, events=300)
     runner = runner_for(store, redis, keys)
@@ -253,7 +253,7 @@ def leading(runner: ProjectionRunner) -> Callable[[], Awaitable[bool]]:
 
 
 async def test_exactly_one_runner_leads_and_a_standby_takes_over_when_it_stops(
-    store: SqlEventStore, redis: Redis, keys: Keys
+    store: EventStore, redis: Redis, keys: Keys
 ) -> None:
     first, second = runner_for(store, redis, keys), runner_for(store, redis, keys)
     async with running(first):
@@ -267,7 +267,7 @@ async def test_exactly_one_runner_leads_and_a_standby_takes_over_when_it_stops(
 
 
 async def test_a_standby_takes_the_lease_of_a_dead_holder_once_it_expires(
-    store: SqlEventStore, redis: Redis, keys: Keys
+    store: EventStore, redis: Redis, keys: Keys
 ) -> None:
     # given a lease held by a process that died (it exists, but nobody renews it)
     await redis.set(keys.leader, "elsewhere:4242:dead", px=1000)

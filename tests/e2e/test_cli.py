@@ -8,7 +8,7 @@ from pathlib import Path
 
 import graphql
 
-from tests.server import app_env
+from tests.harness.server import app_env
 
 TIMEOUT_SECONDS = 120
 

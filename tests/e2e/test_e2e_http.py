@@ -23,7 +23,7 @@ from gql.client import AsyncClientSession
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXAsyncTransport
 
-from tests.server import RunningServer, running_server
+from tests.harness.server import RunningServer, running_server
 
 MAX_ID = 2**31 - 1
 SERVER_ENV = {"READ_MODEL_WAIT_SECONDS": "1"}

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.server import RunningServer, running_server
+from tests.harness.server import RunningServer, running_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FRONTEND = REPO / "frontend-example"
 DIST = FRONTEND / "dist"
 SCREENSHOTS = REPO / "screenshots"
@@ -124,12 +124,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def server(tmp_path: Path, spa_dist: Path) -> Iterator[RunningServer]:
-    env = {
-        "SPA_DIR": str(spa_dist),
-        # This checkout's `app`, whichever checkout the editable install points at.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    with running_server(tmp_path, extra_env=env) as running:
+    with running_server(tmp_path, extra_env={"SPA_DIR": str(spa_dist)}) as running:
         yield running
 
 

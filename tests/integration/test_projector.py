@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
 import sys
@@ -22,12 +21,14 @@ from redis.asyncio.client import PubSub
 
 from app.domain import commands as c
 from app.domain.schema import default_schema
-from app.event_store.sqlalchemy import SqlEventStore
-from app.projections import projector as projector_module
-from app.projections.projector import Projector
-from app.read_model.keys import Keys
+from app.event_store import open_store
+from app.event_store.base import EventStore
+from app.projector import loop as projector_module
+from app.projector.loop import Projector
+from app.read_model.layout import Keys
 from app.read_model.redis import ReadModel
-from tests.projection_support import (
+from tests.harness.environment import app_environment
+from tests.harness.projection_support import (
     ADULT,
     CTX,
     Company,
@@ -41,7 +42,6 @@ from tests.projection_support import (
     workload,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 SECONDS = 30.0  # bound on every wait for a projector; reaching it fails the test
 
 
@@ -76,7 +76,7 @@ def employee_doc(n: int, employee_id: int, location_id: int, job_title: str, ver
 
 
 async def test_catch_up_leaves_exactly_the_documents_the_commands_imply(
-    store: SqlEventStore, redis: Redis, keys: Keys
+    store: EventStore, redis: Redis, keys: Keys
 ) -> None:
     # given: two locations, three hires, a move, a new job title and a termination
     handlers = command_handlers(store)
@@ -119,7 +119,7 @@ async def test_catch_up_leaves_exactly_the_documents_the_commands_imply(
 
 
 async def run_until_cancelled(
-    store: SqlEventStore, redis_url: str, keys: Keys, target: int, ticks: int
+    store: EventStore, redis_url: str, keys: Keys, target: int, ticks: int
 ) -> None:
     """A fresh projector (own connection) runs until it has passed `target`, then is cancelled
     `ticks` event-loop turns later: anywhere in a batch, including inside MULTI/EXEC."""
@@ -155,7 +155,7 @@ async def cancelled(*tasks: asyncio.Task[Any]) -> None:
 
 
 async def test_a_projector_cancelled_at_random_moments_resumes_without_loss_or_repeat(
-    store: SqlEventStore, redis: Redis, redis_url: str, keys: Keys, spare_keys: Keys
+    store: EventStore, redis: Redis, redis_url: str, keys: Keys, spare_keys: Keys
 ) -> None:
     # given ~300 events
     await workload(command_handlers(store), seed=7, events=300)
@@ -179,7 +179,7 @@ async def test_a_projector_cancelled_at_random_moments_resumes_without_loss_or_r
 
 
 async def test_a_cancelled_projector_stops_even_when_a_library_swallowed_the_cancellation(
-    store: SqlEventStore, redis: Redis, keys: Keys
+    store: EventStore, redis: Redis, keys: Keys
 ) -> None:
     # given a projector whose listener swallows a cancellation, as Python 3.11's
     # asyncio.wait_for does (inside redis-py) when it races a finished operation
@@ -209,12 +209,10 @@ async def project_process(
     store_url: str, redis_url: str, keys: Keys, log: Path
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m app project` in its own process, killed (SIGKILL) when the block ends."""
-    env = {
-        **os.environ,
+    env = app_environment(log.parent, {
         "DATABASE_URL": store_url, "REDIS_URL": redis_url, "REDIS_PREFIX": keys.prefix,
         "PROJECTOR_BATCH_SIZE": "1", "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    })
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "app", "project", env=env, cwd=log.parent,
@@ -262,7 +260,7 @@ async def until_built(
 
 
 async def test_a_project_process_killed_mid_catch_up_resumes_where_it_stopped(
-    store: SqlEventStore, store_url: str, redis: Redis, redis_url: str, keys: Keys,
+    store: EventStore, store_url: str, redis: Redis, redis_url: str, keys: Keys,
     spare_keys: Keys, tmp_path: Path,
 ) -> None:
     # given ~150 events, no read model yet, and a `project` process killed -9 a quarter of the
@@ -305,7 +303,7 @@ def assert_read_model_is(model: dict[str, Any], company: Company, head: int) -> 
 
 
 async def test_two_racing_projectors_apply_every_event_exactly_once(
-    store: SqlEventStore, redis: Redis, redis_url: str, keys: Keys, spare_keys: Keys
+    store: EventStore, redis: Redis, redis_url: str, keys: Keys, spare_keys: Keys
 ) -> None:
     # given a log of ~80 events and two projectors on the same read model, own connections
     handlers = command_handlers(store)
@@ -337,7 +335,7 @@ async def test_two_racing_projectors_apply_every_event_exactly_once(
 
 
 async def test_a_projector_builds_on_the_documents_it_wrote_and_remembers_only_a_few(
-    store: SqlEventStore, redis: Redis, keys: Keys, spare_keys: Keys,
+    store: EventStore, redis: Redis, keys: Keys, spare_keys: Keys,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # given a projector that remembers at most 5 documents, caught up with a first workload
@@ -375,7 +373,7 @@ async def test_a_projector_builds_on_the_documents_it_wrote_and_remembers_only_a
 
 
 async def test_a_batch_never_splits_the_events_of_one_command(
-    store: SqlEventStore, redis: Redis, keys: Keys
+    store: EventStore, redis: Redis, keys: Keys
 ) -> None:
     # given hires (2 events), moves (2 events), terminations (2 events) and a title change (1)
     handlers = command_handlers(store)
@@ -393,8 +391,9 @@ async def test_a_batch_never_splits_the_events_of_one_command(
     # when the projector takes one event at a time
     projector = Projector(store, redis, keys, batch_size=1)
     stopped_at = []
-    while await projector.step():
-        stopped_at.append(projector.position)
+
+    async def committed(position: int) -> None:
+        stopped_at.append(position)
         # then after every batch each projected employee has a location that lists it
         model = await dump(redis, keys)
         for key, (_, doc) in model.items():
@@ -405,13 +404,16 @@ async def test_a_batch_never_splits_the_events_of_one_command(
                 for member in doc["employee_ids"]:
                     assert model[f"employee:{member}"][1]["location_id"] == doc["id"]
 
+    projector.on_checkpoint(committed)
+    await projector.catch_up()
+
     # and every batch ended exactly at the end of one command
     assert stopped_at == commits
     assert projector.events_applied == await store.head_position() == 19
 
 
 async def test_a_checkpoint_beyond_the_head_of_a_replaced_store_clears_the_read_model(
-    store: SqlEventStore, redis: Redis, keys: Keys, tmp_path: Path
+    store: EventStore, redis: Redis, keys: Keys, tmp_path: Path
 ) -> None:
     # given a read model projected from a store of three commands
     handlers = command_handlers(store)
@@ -424,7 +426,7 @@ async def test_a_checkpoint_beyond_the_head_of_a_replaced_store_clears_the_read_
     assert await dump(redis, keys) == projected  # consistent: left alone
 
     # when the store is replaced by one holding a single, different location
-    replaced = await SqlEventStore.open(
+    replaced = await open_store(
         f"sqlite+aiosqlite:///{tmp_path / 'replaced.db'}", default_schema()
     )
     try:
@@ -467,7 +469,7 @@ def summary(change: dict[str, Any]) -> tuple[Any, ...]:
 
 
 async def test_changes_are_published_after_each_commit_with_their_positions(
-    store: SqlEventStore, redis: Redis, keys: Keys, spare_keys: Keys
+    store: EventStore, redis: Redis, keys: Keys, spare_keys: Keys
 ) -> None:
     # given six commands (positions 1, 2, 4, 6, 7, 9)
     handlers = command_handlers(store)

@@ -1,29 +1,40 @@
-"""The event-store contract, run against every implementation (SQLite and PostgreSQL)."""
+"""The event-store contract, run against every adapter: the direct SQLite one, SQLAlchemy on
+SQLite and on PostgreSQL, and the in-memory one (a test double only because it passes this)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.domain.schema import default_schema
+from app.event_store import open_store
 from app.event_store.base import (
     ConcurrencyError,
     DuplicateCommand,
+    EventStore,
     IdempotencyRecord,
     NewEvent,
     Snapshot,
 )
-from app.event_store.sqlalchemy import SqlEventStore
 from app.event_store.tables import events as events_table
+from tests.conftest import SQL_STORES, StoreOpener, url_of
+
+
+@pytest.fixture(params=["memory", *SQL_STORES])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every adapter, the in-memory one too."""
+    return await url_of(request.param, tmp_path)
 
 
 def tick(stream: str, n: int = 0) -> NewEvent:
     return NewEvent(stream, "Tick", {"n": n})
 
 
-async def test_appended_events_read_back_in_order(store: SqlEventStore) -> None:
+async def test_appended_events_read_back_in_order(store: EventStore) -> None:
     first = await store.append([tick("a-1", 1), tick("a-1", 2)], {"a-1": 0}, {"actor": "x"})
     second = await store.append([tick("b-1", 3)], {"b-1": 0})
     assert (first.first_position, first.last_position, second.last_position) == (1, 2, 3)
@@ -41,7 +52,7 @@ async def test_appended_events_read_back_in_order(store: SqlEventStore) -> None:
     assert await store.max_stream_number("a") == 1
 
 
-async def test_a_stale_expected_version_writes_nothing(store: SqlEventStore) -> None:
+async def test_a_stale_expected_version_writes_nothing(store: EventStore) -> None:
     await store.append([tick("a-1")], {"a-1": 0})
     with pytest.raises(ConcurrencyError) as raised:
         await store.append([tick("a-1")], {"a-1": 0})
@@ -49,7 +60,7 @@ async def test_a_stale_expected_version_writes_nothing(store: SqlEventStore) -> 
     assert await store.head_position() == 1
 
 
-async def test_a_multi_stream_append_is_all_or_nothing(store: SqlEventStore) -> None:
+async def test_a_multi_stream_append_is_all_or_nothing(store: EventStore) -> None:
     await store.append([tick("location-1")], {"location-1": 0})
     with pytest.raises(ConcurrencyError):
         await store.append(
@@ -59,7 +70,7 @@ async def test_a_multi_stream_append_is_all_or_nothing(store: SqlEventStore) -> 
     assert await store.head_position() == 1
 
 
-async def test_streams_only_read_are_checked_too(store: SqlEventStore) -> None:
+async def test_streams_only_read_are_checked_too(store: EventStore) -> None:
     await store.append([tick("location-1")], {"location-1": 0})
     with pytest.raises(ConcurrencyError):
         await store.append([tick("employee-1")], {"employee-1": 0, "location-1": 2})
@@ -68,12 +79,12 @@ async def test_streams_only_read_are_checked_too(store: SqlEventStore) -> None:
     assert await store.stream_versions(["location-1"]) == {"location-1": 1}
 
 
-async def test_an_append_must_state_every_stream_it_writes(store: SqlEventStore) -> None:
+async def test_an_append_must_state_every_stream_it_writes(store: EventStore) -> None:
     with pytest.raises(ValueError, match="expected versions"):
         await store.append([tick("a-1")], {})
 
 
-async def test_recorded_at_never_decreases_along_position(store: SqlEventStore) -> None:
+async def test_recorded_at_never_decreases_along_position(store: EventStore) -> None:
     for n in range(30):
         await store.append([tick(f"s-{n % 3}", n)], {f"s-{n % 3}": n // 3})
     times = [e.recorded_at for e in await store.read_all(limit=100)]
@@ -81,7 +92,7 @@ async def test_recorded_at_never_decreases_along_position(store: SqlEventStore) 
     assert all(t.tzinfo is not None and t.utcoffset() == dt.timedelta(0) for t in times)
 
 
-async def test_an_idempotency_key_is_honoured_once(store: SqlEventStore) -> None:
+async def test_an_idempotency_key_is_honoured_once(store: EventStore) -> None:
     record = IdempotencyRecord("key-1", "Cmd", "f" * 64, {"entity": "a", "id": 1})
     done = await store.append([tick("a-1")], {"a-1": 0}, idempotency=record)
     with pytest.raises(DuplicateCommand) as raised:
@@ -94,25 +105,19 @@ async def test_an_idempotency_key_is_honoured_once(store: SqlEventStore) -> None
     assert await store.find_command("key-2") is None
 
 
-async def test_old_schema_versions_are_upcast_on_read(store: SqlEventStore) -> None:
+async def test_old_schema_versions_are_upcast_on_read(store: EventStore) -> None:
     """A v1 LocationCreated, as an older release stored it, reads back in the current shape."""
     old = {"location_id": 1, "street_address": "1 Main", "city": "X", "state": "Y",
            "zip_code": "62701"}
-    async with store._engine.begin() as conn:
-        await conn.execute(
-            events_table.insert().values(
-                position=1, stream_id="location-1", version=1, type="LocationCreated",
-                schema_version=1, data=old, metadata={}, commit_position=1,
-                recorded_at=dt.datetime.now(dt.UTC),
-            )
-        )
-    (event,) = await store.read_all()
-    assert event.schema_version == 2
-    assert event.data["postal_code"] == "62701" and "zip_code" not in event.data
-    assert (await store.read_stream("location-1"))[0].data == event.data
+    await store.append([NewEvent("location-1", "LocationCreated", old, schema_version=1)],
+                       {"location-1": 0})
+    for event in (*await store.read_all(), *await store.read_batch(0, 10)):
+        assert event.schema_version == 2
+        assert event.data["postal_code"] == "62701" and "zip_code" not in event.data
+    assert (await store.read_stream("location-1"))[0].data == (await store.read_all())[0].data
 
 
-async def test_a_batch_never_splits_an_append(store: SqlEventStore) -> None:
+async def test_a_batch_never_splits_an_append(store: EventStore) -> None:
     await store.append([tick("a-1"), tick("a-1"), tick("a-1")], {"a-1": 0})
     await store.append([tick("b-1")], {"b-1": 0})
     assert [e.position for e in await store.read_batch(0, 1)] == [1, 2, 3]
@@ -120,7 +125,7 @@ async def test_a_batch_never_splits_an_append(store: SqlEventStore) -> None:
     assert await store.read_batch(4, 10) == []
 
 
-async def test_the_newest_snapshot_wins(store: SqlEventStore) -> None:
+async def test_the_newest_snapshot_wins(store: EventStore) -> None:
     assert await store.load_snapshot("a-1") is None
     await store.save_snapshot(Snapshot("a-1", 200, {"v": 200}))
     await store.save_snapshot(Snapshot("a-1", 100, {"v": 100}))
@@ -129,7 +134,7 @@ async def test_the_newest_snapshot_wins(store: SqlEventStore) -> None:
     assert await store.load_snapshot("a-1") == Snapshot("a-1", 300, {"v": 300})
 
 
-async def test_listeners_hear_each_committed_append(store: SqlEventStore) -> None:
+async def test_listeners_hear_each_committed_append(store: EventStore) -> None:
     heard: list[int] = []
     store.on_append(heard.append)
     await store.append([tick("a-1"), tick("a-1")], {"a-1": 0})
@@ -139,7 +144,7 @@ async def test_listeners_hear_each_committed_append(store: SqlEventStore) -> Non
 
 
 async def test_batches_of_its_own_commits_equal_what_the_database_holds(
-    store: SqlEventStore, store_url: str, request: pytest.FixtureRequest
+    store: EventStore, open_same: StoreOpener
 ) -> None:
     """The appending store answers batches of its newest commits from memory: every answer
     must equal a fresh store's (which reads the database), whatever the batch bounds."""
@@ -147,29 +152,25 @@ async def test_batches_of_its_own_commits_equal_what_the_database_holds(
                        {"actor": "x"})
     for n in range(4, 9):
         await store.append([tick("c-1", n)], {"c-1": n - 4})
-    direct = request.node.callspec.params.get("store_url") != "sqlite-aiosqlite"
-    fresh = await SqlEventStore.open(store_url, default_schema(), direct=direct)
-    try:
-        for after in range(0, 9):
-            for limit in (1, 2, 3, 100):
-                assert await store.read_batch(after, limit) == \
-                    await fresh.read_batch(after, limit), (after, limit)
-        # another process appends: this store's memory has a gap, its reads still see all
-        await fresh.append([tick("d-1", 9)], {"d-1": 0})
-        await store.append([tick("e-1", 10)], {"e-1": 0})
-        assert [e.position for e in await store.read_batch(7, 100)] == [8, 9, 10]
-        assert [e.position for e in await store.read_batch(9, 100)] == [10]
-        assert await store.read_batch(7, 100) == await fresh.read_batch(7, 100)
-    finally:
-        await fresh.close()
+    fresh = await open_same()
+    for after in range(0, 9):
+        for limit in (1, 2, 3, 100):
+            assert await store.read_batch(after, limit) == \
+                await fresh.read_batch(after, limit), (after, limit)
+    # another process appends: this store's memory has a gap, its reads still see all
+    await fresh.append([tick("d-1", 9)], {"d-1": 0})
+    await store.append([tick("e-1", 10)], {"e-1": 0})
+    assert [e.position for e in await store.read_batch(7, 100)] == [8, 9, 10]
+    assert [e.position for e in await store.read_batch(9, 100)] == [10]
+    assert await store.read_batch(7, 100) == await fresh.read_batch(7, 100)
 
 
-async def test_racing_writers_lose_no_update(store_url: str) -> None:
+async def test_racing_writers_lose_no_update(open_same: StoreOpener) -> None:
     """20 writers, each with its own connection pool, race to bump the same two streams."""
-    stores = [await SqlEventStore.open(store_url, default_schema()) for _ in range(20)]
+    stores = [await open_same() for _ in range(20)]
     conflicts = 0
 
-    async def bump(writer: SqlEventStore, times: int) -> None:
+    async def bump(writer: EventStore, times: int) -> None:
         nonlocal conflicts
         done = 0
         while done < times:
@@ -181,28 +182,24 @@ async def test_racing_writers_lose_no_update(store_url: str) -> None:
             except ConcurrencyError:
                 conflicts += 1
 
-    try:
-        await asyncio.gather(*(bump(s, 3) for s in stores))
-        versions = await stores[0].stream_versions(["hot-1", "hot-2"])
-        log = await stores[0].read_all(limit=1000)
-    finally:
-        for s in stores:
-            await s.close()
+    await asyncio.gather(*(bump(s, 3) for s in stores))
+    versions = await stores[0].stream_versions(["hot-1", "hot-2"])
+    log = await stores[0].read_all(limit=1000)
     assert versions == {"hot-1": 60, "hot-2": 60}
     assert [e.position for e in log] == list(range(1, 121))
     assert sorted(e.version for e in log if e.stream_id == "hot-1") == list(range(1, 61))
     assert conflicts > 0, "the writers never actually raced"
 
 
-async def test_a_tailing_reader_never_misses_an_event(store_url: str) -> None:
+async def test_a_tailing_reader_never_misses_an_event(open_same: StoreOpener) -> None:
     """8 writers append while a reader tails by position: it sees every event once, in order."""
-    writers = [await SqlEventStore.open(store_url, default_schema()) for _ in range(8)]
-    reader = await SqlEventStore.open(store_url, default_schema())
+    writers = [await open_same() for _ in range(8)]
+    reader = await open_same()
     per_writer = 40
     finished = asyncio.Event()
     seen: list[int] = []
 
-    async def write(writer: SqlEventStore, w: int) -> None:
+    async def write(writer: EventStore, w: int) -> None:
         for n in range(per_writer):
             size = 1 + n % 3
             await writer.append([tick(f"w{w}-{n}", i) for i in range(size)], {f"w{w}-{n}": 0})
@@ -219,15 +216,11 @@ async def test_a_tailing_reader_never_misses_an_event(store_url: str) -> None:
             if not batch:
                 await asyncio.sleep(0)
 
-    try:
-        tailing = asyncio.create_task(tail())
-        await asyncio.gather(*(write(w, i) for i, w in enumerate(writers)))
-        finished.set()
-        await tailing
-        head = await reader.head_position()
-    finally:
-        for s in [*writers, reader]:
-            await s.close()
+    tailing = asyncio.create_task(tail())
+    await asyncio.gather(*(write(w, i) for i, w in enumerate(writers)))
+    finished.set()
+    await tailing
+    head = await reader.head_position()
     assert head == 8 * sum(1 + n % 3 for n in range(per_writer))
     assert seen == list(range(1, head + 1))
 
@@ -237,7 +230,7 @@ async def test_a_tailing_reader_never_misses_an_event(store_url: str) -> None:
 
 
 async def test_a_group_commits_the_good_appends_and_refuses_only_the_stale_ones(
-    store: SqlEventStore,
+    store: EventStore,
 ) -> None:
     await store.append([tick("seen-1")], {"seen-1": 0})
     heard: list[int] = []
@@ -271,7 +264,7 @@ async def test_a_group_commits_the_good_appends_and_refuses_only_the_stale_ones(
     }
 
 
-async def test_an_idempotency_key_used_twice_in_one_group_writes_once(store: SqlEventStore) -> None:
+async def test_an_idempotency_key_used_twice_in_one_group_writes_once(store: EventStore) -> None:
     first = IdempotencyRecord("key-1", "Cmd", "f" * 64, {"entity": "a", "id": 1})
     outcomes = await asyncio.gather(
         store.append([tick("a-1")], {"a-1": 0}, idempotency=first),
@@ -290,31 +283,39 @@ async def test_an_idempotency_key_used_twice_in_one_group_writes_once(store: Sql
     assert found is not None and found.commit_position == 2
 
 
+@pytest.mark.parametrize("kind", SQL_STORES)
 async def test_a_group_that_hits_a_foreign_row_still_commits_its_other_appends(
-    store: SqlEventStore,
+    kind: str, tmp_path: Path
 ) -> None:
     """A row written outside the protocol makes the group's transaction fail: the store then
     writes the group's appends one by one, so only the append that collides with it fails."""
-    async with store._engine.begin() as conn:
-        await conn.execute(
-            events_table.insert().values(
-                position=1, stream_id="x-1", version=1, type="Tick", schema_version=1,
-                data={}, metadata={}, commit_position=1, recorded_at=dt.datetime.now(dt.UTC),
+    url = await url_of(kind, tmp_path)
+    store = await open_store(url, default_schema(), direct=kind != "sqlite-aiosqlite")
+    outside = create_async_engine(url)
+    try:
+        async with outside.begin() as conn:
+            await conn.execute(
+                events_table.insert().values(
+                    position=1, stream_id="x-1", version=1, type="Tick", schema_version=1,
+                    data={}, metadata={}, commit_position=1, recorded_at=dt.datetime.now(dt.UTC),
+                )
             )
+        outcomes = await asyncio.gather(
+            store.append([tick("y-1")], {"y-1": 0}),
+            store.append([tick("x-1")], {"x-1": 0}),  # the streams table does not know x-1
+            store.append([tick("z-1")], {"z-1": 0}),
+            return_exceptions=True,
         )
-    outcomes = await asyncio.gather(
-        store.append([tick("y-1")], {"y-1": 0}),
-        store.append([tick("x-1")], {"x-1": 0}),  # the streams table does not know x-1
-        store.append([tick("z-1")], {"z-1": 0}),
-        return_exceptions=True,
-    )
-    assert isinstance(outcomes[1], ConcurrencyError)
-    assert [o.last_position for o in outcomes if not isinstance(o, BaseException)] == [2, 3]
-    assert [e.stream_id for e in await store.read_all()] == ["x-1", "y-1", "z-1"]
+        assert isinstance(outcomes[1], ConcurrencyError)
+        assert [o.last_position for o in outcomes if not isinstance(o, BaseException)] == [2, 3]
+        assert [e.stream_id for e in await store.read_all()] == ["x-1", "y-1", "z-1"]
+    finally:
+        await store.close()
+        await outside.dispose()
 
 
 async def test_many_concurrent_appends_keep_positions_gapless_and_in_commit_order(
-    store: SqlEventStore,
+    store: EventStore,
 ) -> None:
     """300 concurrent single-stream appends (some stale) from one process: every caller gets
     its own positions, they tile the log without gaps, and time never goes backwards."""

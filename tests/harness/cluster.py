@@ -1,13 +1,14 @@
-"""A whole deployment in real processes, for the fault-injection tests (tests/test_faults.py).
+"""A whole deployment in real processes, for the fault-injection tests (tests/e2e/test_faults.py).
 
 - `RedisServer`: a private `redis-server` (no persistence) on a free port, which can be stopped
   and started again on the SAME port — it then comes back EMPTY, like a replaced Redis.
 - `PostgresCluster`: a private PostgreSQL cluster (initdb as the `postgres` user, trust auth,
   fsync off) that can be stopped (`fast` or `immediate`) and started again on the same port.
 - `Cluster`: one test's deployment on those servers: `serve --no-projector` API replicas
-  (tests/server.py's `start_server`), `project` workers (`python -m app project`, one log file
-  each), the active projector found from the leader lease, kill -9 helpers, and the check every
-  scenario ends with: the live read model equals a fresh rebuild of the store, key for key.
+  (tests/harness/server.py's `start_server`), `project` workers (`python -m app project`, one
+  log file each), the active projector found from the leader lease, kill -9 helpers, and the
+  check every scenario ends with: the live read model equals a fresh rebuild of the store, key
+  for key.
 - `InProcessLoad` (bulk appends through the real command handlers, paced) and `MutationClient`
   (GraphQL mutations over HTTP, every outcome recorded with its X-Request-ID) produce load.
 
@@ -50,12 +51,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.domain import commands as c
 from app.domain.schema import default_schema
-from app.event_store.sqlalchemy import SqlEventStore
-from app.read_model.keys import Keys
+from app.event_store.sqlalchemy import SqlAlchemyEventStore
+from app.read_model.layout import Keys
 from app.read_model.redis import ReadModel
 from app.service.handlers import CommandHandlers
 from tests.conftest import IN_CI
-from tests.projection_support import (
+from tests.harness.projection_support import (
     CTX,
     command_handlers,
     delete_all,
@@ -64,14 +65,14 @@ from tests.projection_support import (
     new_location,
     project_fully,
 )
-from tests.server import (
+from tests.harness.server import (
     STOP_TIMEOUT_SECONDS,
     RunningServer,
     app_env,
     free_port,
     start_server,
 )
-from tests.ws_support import ASSIGN, CHANGE_TITLE, CREATE_EMPLOYEE, CREATE_LOCATION
+from tests.harness.ws_support import ASSIGN, CHANGE_TITLE, CREATE_EMPLOYEE, CREATE_LOCATION
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -322,7 +323,7 @@ class Cluster:
     database_url: str
     prefix: str
     redis: Redis
-    store: SqlEventStore
+    store: SqlAlchemyEventStore
     settings: dict[str, str] = field(default_factory=dict)
     apis: list[RunningServer] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
@@ -507,7 +508,7 @@ class Cluster:
         """Every stored event row (position, stream, version, type, data, correlation id)."""
         from app.event_store.tables import events
 
-        async with self.store._engine.connect() as conn:
+        async with self.store.engine.connect() as conn:
             rows = (await conn.execute(sa.select(events).order_by(events.c.position))).all()
         return [
             {"position": r.position, "stream_id": r.stream_id, "version": r.version,
@@ -520,7 +521,7 @@ class Cluster:
     async def stream_versions(self) -> dict[str, int]:
         from app.event_store.tables import streams
 
-        async with self.store._engine.connect() as conn:
+        async with self.store.engine.connect() as conn:
             rows = (await conn.execute(sa.select(streams.c.stream_id, streams.c.version))).all()
         return {r.stream_id: r.version for r in rows}
 
@@ -533,13 +534,13 @@ async def open_cluster(
     redis_server = RedisServer(work_dir / "redis")
     redis_server.start()
     redis: Redis | None = None
-    store: SqlEventStore | None = None
+    store: SqlAlchemyEventStore | None = None
     cluster: Cluster | None = None
     try:
         name = f"faults_{uuid.uuid4().hex[:12]}"
         url = await postgres.create_database(name)
         # Tables exist before any app process starts (they would otherwise race to create them).
-        store = await SqlEventStore.open(url, default_schema())
+        store = await SqlAlchemyEventStore.open(url, default_schema())
         redis = redis_server.client()
         cluster = Cluster(work_dir, redis_server, postgres, url, f"faults-{name[7:]}", redis,
                           store, dict(settings or {}))

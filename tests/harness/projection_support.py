@@ -1,4 +1,5 @@
-"""Helpers for the read-side scenarios: command builders, a random workload and a Redis dump."""
+"""Helpers for the read-side scenarios: command builders, a random workload, a Redis dump and
+the document cache's feed."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from redis.asyncio import Redis
 from app.domain import commands as c
 from app.domain.schema import default_schema
 from app.event_store.base import EventStore
-from app.projections.projector import Projector
-from app.read_model.keys import Keys
+from app.projections.documents import Change
+from app.projector.loop import Projector
+from app.read_model.cache import DocumentCache
+from app.read_model.changes import Batch
+from app.read_model.layout import Keys
 from app.service.handlers import CommandContext, CommandHandlers
 
 TODAY = dt.date(2026, 11, 26)
@@ -155,3 +159,18 @@ async def delete_all(redis: Redis, keys: Keys) -> None:
     found = [key async for key in redis.scan_iter(match=keys.pattern(), count=1000)]
     if found:
         await redis.delete(*found)
+
+
+def batch(start: int, end: int, *changes: tuple[int, int, str]) -> Batch:
+    """A change-feed batch of positions (start, end], with (position, employee id, job title)
+    changes."""
+    return Batch(start, end, [
+        Change(position, "UPDATED", "employee", employee, {"id": employee, "job_title": title})
+        for position, employee, title in changes
+    ], [])
+
+
+def titles(cache: DocumentCache, *ids: int) -> list[str | None]:
+    """The job titles the cache answers for these employees (None: it has no answer)."""
+    return [entry[1]["job_title"] if entry is not None and entry[1] is not None else None
+            for entry in cache.lookup("employee", ids)]

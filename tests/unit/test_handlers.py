@@ -1,20 +1,31 @@
-"""Command handlers over a real store: atomic appends, retries, ids, idempotency, snapshots."""
+"""Command handlers: atomic appends, retries, ids, idempotency, snapshots.
+
+Here on the in-memory store (it passes the event-store contract suite, so the handlers see what
+they would see on any store); tests/integration/test_handlers.py runs the same scenarios over
+every SQL store."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 
 import pytest
 
 from app.domain import commands as c
 from app.domain.errors import Conflict, NotFound, RuleViolation, ValidationFailed
 from app.domain.schema import default_schema
-from app.event_store.sqlalchemy import SqlEventStore
+from app.event_store.base import EventStore
 from app.service.handlers import CommandContext, CommandHandlers, IdempotencyKeyReused
 from app.service.repository import Repository
 
 CTX = CommandContext(correlation_id="test")
+
+
+@pytest.fixture
+def store_url() -> str:
+    """The in-memory store (tests/conftest.py's `store` opens it)."""
+    return f"memory://{uuid.uuid4().hex}"
 
 
 def place(n: int | None = None) -> c.CreateLocation:
@@ -26,12 +37,12 @@ def person(location_id: int, n: int | None = None) -> c.CreateEmployee:
 
 
 @pytest.fixture
-def handlers(store: SqlEventStore) -> CommandHandlers:
+def handlers(store: EventStore) -> CommandHandlers:
     return CommandHandlers(store, default_schema(), snapshot_every=50)
 
 
 async def test_hiring_writes_created_and_assigned_in_one_commit(
-    handlers: CommandHandlers, store: SqlEventStore
+    handlers: CommandHandlers, store: EventStore
 ) -> None:
     await handlers.create_location(place(1), CTX)
     hired = await handlers.create_employee(person(1, 5), CTX)
@@ -45,7 +56,7 @@ async def test_hiring_writes_created_and_assigned_in_one_commit(
 
 
 async def test_omitted_ids_are_assigned_without_gaps_under_concurrency(
-    handlers: CommandHandlers, store: SqlEventStore
+    handlers: CommandHandlers, store: EventStore
 ) -> None:
     other_process = CommandHandlers(store, default_schema())
     with pytest.raises(ValidationFailed):
@@ -60,7 +71,7 @@ async def test_omitted_ids_are_assigned_without_gaps_under_concurrency(
 
 
 async def test_concurrent_moves_retry_and_keep_one_location(
-    handlers: CommandHandlers, store: SqlEventStore
+    handlers: CommandHandlers, store: EventStore
 ) -> None:
     for n in (1, 2, 3):
         await handlers.create_location(place(n), CTX)
@@ -107,7 +118,7 @@ async def test_a_client_expected_version_conflicts_at_once(handlers: CommandHand
 
 
 async def test_an_idempotent_retry_returns_the_first_result_and_writes_nothing(
-    handlers: CommandHandlers, store: SqlEventStore
+    handlers: CommandHandlers, store: EventStore
 ) -> None:
     keyed = CommandContext("test", idempotency_key="create-downtown")
     first = await handlers.create_location(place(), keyed)
@@ -119,7 +130,7 @@ async def test_an_idempotent_retry_returns_the_first_result_and_writes_nothing(
 
 
 async def test_concurrent_retries_with_one_key_write_once(
-    handlers: CommandHandlers, store: SqlEventStore
+    handlers: CommandHandlers, store: EventStore
 ) -> None:
     keyed = CommandContext("test", idempotency_key="k")
     results = await asyncio.gather(
@@ -131,7 +142,7 @@ async def test_concurrent_retries_with_one_key_write_once(
 
 
 async def test_long_streams_load_from_a_snapshot(
-    handlers: CommandHandlers, store: SqlEventStore
+    handlers: CommandHandlers, store: EventStore
 ) -> None:
     await handlers.create_location(place(1), CTX)
     await handlers.create_employee(person(1, 1), CTX)

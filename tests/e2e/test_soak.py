@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import POSTGRES_URL, REDIS_URL, require
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = {"replica-1", "replica-2", "projector"}
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

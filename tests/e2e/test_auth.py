@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.server import RunningServer, running_server
+from tests.harness.server import RunningServer, running_server
 
 READER_KEY = "reader-secret-0123456789"
 WRITER_KEY = "writer-secret-0123456789"

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.server import RunningServer, running_server
+from tests.harness.server import RunningServer, running_server
 
 WAIT_SECONDS = 15.0
 

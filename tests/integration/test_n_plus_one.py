@@ -24,7 +24,7 @@ from app.event_store.base import NewEvent
 from app.schema import build_schema
 from app.schema.context import Context
 from app.settings import Settings
-from tests.projection_support import ADULT, CTX, new_employee, new_location
+from tests.harness.projection_support import ADULT, CTX, new_employee, new_location
 
 NESTED = "{ locations { id employees { id location { id } } } }"
 # The measurement's own commands, and connection upkeep (a health-check PING, the handshake of a

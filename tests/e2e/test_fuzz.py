@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.server import RunningServer, running_server
+from tests.harness.server import RunningServer, running_server
 
 SERVER_ENV = {"READ_MODEL_WAIT_SECONDS": "0.3"}  # minPosition beyond the head waits this long
 FUZZ = settings(

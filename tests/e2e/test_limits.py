@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.server import RunningServer, running_server
+from tests.harness.server import RunningServer, running_server
 
 ALLOWED_ORIGIN = "https://app.example.com"
 REFUSED_ORIGIN = "https://evil.example.com"

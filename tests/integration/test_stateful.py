@@ -42,11 +42,11 @@ from app.domain.errors import (
     ValidationFailed,
 )
 from app.domain.schema import default_schema
-from app.event_store.sqlalchemy import SqlEventStore
-from app.projections.projector import Projector
-from app.read_model.keys import Keys
+from app.event_store import open_store
+from app.projector.loop import Projector
+from app.read_model.layout import Keys
 from app.service.handlers import CommandResult
-from tests.projection_support import (
+from tests.harness.projection_support import (
     CTX,
     TODAY,
     command_handlers,
@@ -134,7 +134,7 @@ class CompanyMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.directory = tempfile.TemporaryDirectory(prefix="stateful-")
         self.store = self.run(
-            SqlEventStore.open(f"sqlite+aiosqlite:///{self.directory.name}/events.db",
+            open_store(f"sqlite+aiosqlite:///{self.directory.name}/events.db",
                                default_schema())
         )
         self.handlers = command_handlers(self.store)
@@ -318,9 +318,9 @@ class CompanyMachine(RuleBasedStateMachine):
         projector = Projector(self.store, self.redis, self.keys, batch_size=batch_size)
 
         async def some_steps() -> None:
-            for _ in range(steps):
-                if not await projector.step():
-                    return
+            ahead = await self.store.read_batch(await projector.checkpoint(), steps * batch_size)
+            if ahead:
+                await projector.catch_up(until=ahead[-1].commit_position)
 
         self.run(some_steps())
 

@@ -1,4 +1,4 @@
-"""Fault injection against a whole deployment in real processes (harness: tests/cluster.py).
+"""Fault injection against a whole deployment in real processes (harness: tests/harness/cluster.py).
 
 Each scenario runs on a private PostgreSQL cluster (shared by the module, a fresh database per
 test) and a private redis-server (per test, no persistence), with `python -m app project`
@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster import (
+from tests.harness.cluster import (
     Cluster,
     InProcessLoad,
     MutationClient,
@@ -52,7 +52,7 @@ from tests.cluster import (
     until,
     wait_ready,
 )
-from tests.ws_support import EMPLOYEE_CHANGED, open_api, subscribe
+from tests.harness.ws_support import EMPLOYEE_CHANGED, open_api, subscribe
 
 pytestmark = pytest.mark.postgres
 

@@ -1,0 +1,1 @@
+"""Whole deployments: served processes, the CLI, browsers, fault injection, soak and bench."""

@@ -1,0 +1,1 @@
+"""In-process tests against real SQLite, PostgreSQL, Valkey and Redis."""

@@ -20,20 +20,9 @@ from contextlib import asynccontextmanager
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.read_model.layout import RELEASE_LEASE, RENEW_LEASE
+
 log = logging.getLogger(__name__)
-
-# Extend the lease only if we still hold it (it may have expired and been taken meanwhile).
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 class Lease:
     def __init__(self, redis: Redis, key: str, ttl: float = 3.0) -> None:
@@ -41,8 +30,8 @@ class Lease:
         self._key = key
         self._ttl_ms = max(int(ttl * 1000), 300)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._renew = redis.register_script(RENEW)
-        self._release = redis.register_script(RELEASE)
+        self._renew = redis.register_script(RENEW_LEASE)
+        self._release = redis.register_script(RELEASE_LEASE)
 
     @property
     def ttl(self) -> float:

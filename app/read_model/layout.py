@@ -70,6 +70,18 @@ if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
 if ARGV[2] then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
 return 0
 """
+# The projector's lease (app/projector/leader.py): extend it only if we still hold it (it may
+# have expired and been taken meanwhile); release it only if we hold it.
+RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 CHUNK = 1000  # members per MSET/ZADD: Lua's unpack() takes at most ~8 000 values
 
 

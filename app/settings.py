@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     max_query_tokens: int = 2000
     max_aliases: int = 100
     """Not 30: existing clients (the subscription tests' big query) use 60 aliases."""
+    max_query_cost: int = 50_000
+    """The most an operation may cost by the estimate of app/schema/cost.py (0: no limit)."""
     max_body_bytes: int = 1024 * 1024
     request_timeout_seconds: float = 30.0
     ws_init_timeout_seconds: float = 10.0

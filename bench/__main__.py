@@ -18,7 +18,7 @@ import traceback
 
 from bench.common import Figure, options, parser, progress, table
 
-BENCHES = ("commands", "appends", "queries", "mutations", "projection", "long_streams")
+BENCHES = ("commands", "appends", "queries", "mutations", "projection", "long_streams", "limits")
 
 
 def main() -> int:

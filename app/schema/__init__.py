@@ -5,22 +5,33 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, parse, specified_rules
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    get_operation_ast,
+    parse,
+    specified_rules,
+)
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, QueryDepthLimiter
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, validate_document
+from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from app.auth import ANONYMOUS, READER, WRITER, AuthError, Principal
 from app.event_store.base import StoreUnavailable
 from app.observability import REJECTIONS, correlation_id
+from app.schema.cost import CostModel
 from app.schema.errors import ClientError
+from app.schema.execution import SlicedExecutionContext
 from app.schema.inputs import build_inputs_directly
 from app.schema.mutations import Mutation
 from app.schema.queries import Query
@@ -50,18 +61,14 @@ def is_unexpected(error: GraphQLError) -> bool:
     return True
 
 
-class PerEventExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    """Gives each subscription event its own subfield memo.
+@dataclass(slots=True)
+class Prepared:
+    """A query text parsed and validated, and its cost per operation once known."""
 
-    graphql-core 3.3 builds each event's executor as a shallow copy that shares the memo of
-    collected subfields, keyed by field lists that are new for every event and kept alive by
-    it: a long-lived subscription grew by 1-2 KB per event pushed (found by `bench/soak.py`).
-    """
-
-    def build_per_event_executor(self, payload: Any) -> Any:
-        executor = super().build_per_event_executor(payload)
-        executor._relevant_sub_fields = {}
-        return executor
+    document: DocumentNode
+    errors: list[GraphQLError]
+    costs: dict[str | None, int] = field(default_factory=dict)
+    """By operation name; only figures that no variable changes are kept."""
 
 
 class PreparedDocuments:
@@ -69,16 +76,17 @@ class PreparedDocuments:
 
     Clients send the same few query texts again and again: each is parsed (within the token
     limit) and validated (with the depth, alias and introspection rules) once, and later
-    requests start from the result. A text that does not parse is not kept: the schema parses
-    it again to report the error.
+    requests start from the result; its cost (app/schema/cost.py) is worked out once too,
+    unless a variable changes it. A text that does not parse is not kept: the schema parses it
+    again to report the error.
     """
 
     def __init__(self, schema: Schema, rules: tuple[type[ASTValidationRule], ...],
                  max_tokens: int, size: int = 256) -> None:
         self._schema, self.rules, self.max_tokens, self._size = schema, rules, max_tokens, size
-        self._prepared: OrderedDict[str, tuple[DocumentNode, list[GraphQLError]]] = OrderedDict()
+        self._prepared: OrderedDict[str, Prepared] = OrderedDict()
 
-    def get(self, query: str) -> tuple[DocumentNode, list[GraphQLError]] | None:
+    def get(self, query: str) -> Prepared | None:
         prepared = self._prepared.get(query)
         if prepared is not None:
             self._prepared.move_to_end(query)
@@ -88,10 +96,29 @@ class PreparedDocuments:
         except GraphQLError:
             return None
         errors = validate_document(self._schema._schema, document, self.rules)
-        self._prepared[query] = prepared = (document, errors)
+        self._prepared[query] = prepared = Prepared(document, errors)
         if len(self._prepared) > self._size:
             self._prepared.popitem(last=False)
         return prepared
+
+    def cost(self, query: str, document: DocumentNode, operation_name: str | None,
+             variables: dict[str, Any] | None) -> int:
+        """The estimated cost of the operation `operation_name` of `query` (parsed into
+        `document`) with these variables."""
+        prepared = self._prepared.get(query)
+        if prepared is not None and (known := prepared.costs.get(operation_name)) is not None:
+            return known
+        operation = get_operation_ast(document, operation_name)
+        if operation is None:  # no such operation: execution reports it
+            return 0
+        fragments = {
+            d.name.value: d for d in document.definitions
+            if isinstance(d, FragmentDefinitionNode)
+        }
+        estimate = self._schema.cost_model.estimate(operation, fragments, variables)
+        if prepared is not None and not estimate.uses_variables:
+            prepared.costs[operation_name] = estimate.cost
+        return estimate.cost
 
     def __len__(self) -> int:
         return len(self._prepared)
@@ -99,6 +126,9 @@ class PreparedDocuments:
 
 class Schema(strawberry.Schema):
     documents: PreparedDocuments
+    cost_model: CostModel
+    max_query_cost: int
+    """0: no limit."""
 
     def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
         """Every operation starts from its prepared document; one that does not parse goes
@@ -109,8 +139,8 @@ class Schema(strawberry.Schema):
             context.parse_options["max_tokens"] = self.documents.max_tokens
             context.validation_rules = self.documents.rules
         else:
-            context.graphql_document, errors = prepared
-            context.pre_execution_errors = list(errors)
+            context.graphql_document = prepared.document
+            context.pre_execution_errors = list(prepared.errors)
         return context
 
     def process_errors(
@@ -125,7 +155,8 @@ class Schema(strawberry.Schema):
 
 
 class Gatekeeper(MaskErrors):
-    """The one extension every operation passes: the caller's role, then error masking.
+    """The one extension every operation passes: the caller's role, the operation's cost, then
+    error masking.
 
     Queries and subscriptions need the reader role, mutations the writer role. The principal
     (or why there is none) was put in the context by the view: from the Authorization header
@@ -152,7 +183,32 @@ class Gatekeeper(MaskErrors):
         if not principal.allows(needed):
             REJECTIONS.labels("forbidden").inc()
             raise ClientError(f"This operation needs the {needed} role.", "FORBIDDEN")
+        self._check_cost()
         yield
+
+    def _check_cost(self) -> None:
+        """Refuse an operation whose estimated cost is over the limit, before it executes;
+        report the figure in the response's extensions when the request asks for it
+        (`"extensions": {"cost": true}`)."""
+        execution = self.execution_context
+        schema = execution.schema
+        assert isinstance(schema, Schema) and execution.query is not None
+        assert execution.graphql_document is not None
+        cost = schema.documents.cost(
+            execution.query, execution.graphql_document, execution.operation_name,
+            execution.variables,
+        )
+        limit = schema.max_query_cost
+        if limit and cost > limit:
+            REJECTIONS.labels("cost").inc()
+            raise ClientError(
+                f"This operation's estimated cost is {cost}, over the limit of {limit}: ask for "
+                "smaller pages, fewer nested lists or fewer aliases.",
+                "GRAPHQL_VALIDATION_FAILED", cost=cost, maxCost=limit,
+            )
+        asked = execution.operation_extensions
+        if asked and asked.get("cost"):
+            execution.extensions_results["cost"] = {"estimate": cost, "limit": limit}
 
     def _process_result(self, result: object) -> None:
         """As the library does, without its runtime protocol check (≈ 4 % of a query's time)."""
@@ -185,8 +241,10 @@ def build_schema(settings: Settings | None = None) -> Schema:
         rules.append(NoSchemaIntrospectionCustomRule)  # what DisableIntrospection adds
     schema = Schema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=[Gatekeeper],
-        execution_context_class=PerEventExecutionContext,
+        execution_context_class=SlicedExecutionContext,
     )
     schema.documents = PreparedDocuments(schema, tuple(rules), settings.max_query_tokens)
+    schema.cost_model = CostModel(schema._schema, settings.max_page_size)
+    schema.max_query_cost = settings.max_query_cost
     build_inputs_directly(schema)
     return schema

@@ -18,11 +18,11 @@ SCHEMA = build_schema(Settings(max_query_depth=3, max_aliases=2, max_query_token
 def test_a_query_text_is_parsed_and_validated_once_and_the_oldest_is_forgotten() -> None:
     documents = PreparedDocuments(SCHEMA, SCHEMA.documents.rules, 50, size=2)
     first = documents.get("{ __typename }")
-    assert first is not None and first[1] == []
+    assert first is not None and first.errors == []
     assert documents.get("{ __typename }") is first
     too_deep = documents.get("{ locations { employees { location { employees { id } } } } }")
     assert too_deep is not None
-    assert [e.message for e in too_deep[1]] == ["'anonymous' exceeds maximum operation depth of 3"]
+    assert [e.message for e in too_deep.errors] == ["'anonymous' exceeds maximum operation depth of 3"]
     documents.get("{ projectionStatus { lag } }")  # a third text: the least recently used goes
     assert len(documents) == 2
     assert documents.get("{ __typename }") is not first

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 import strawberry
 from graphql.execution.collect_fields import FieldDetails
 
-from app.schema import PerEventExecutionContext
+from app.schema.execution import SlicedExecutionContext
 
 EVENTS = 500
 
@@ -58,5 +58,5 @@ async def kept_per_event(schema: strawberry.Schema) -> float:
 
 async def test_the_service_schema_keeps_nothing_per_subscription_event() -> None:
     ours = strawberry.Schema(query=Query, subscription=Subscription,
-                             execution_context_class=PerEventExecutionContext)
+                             execution_context_class=SlicedExecutionContext)
     assert await kept_per_event(ours) < 0.05

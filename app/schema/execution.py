@@ -1,0 +1,100 @@
+"""How an operation executes: in time slices that leave the event loop to everyone else, and
+with a subfield memo of its own for each subscription event.
+
+The event loop runs every ready callback of one turn before it looks at the sockets again.
+A big operation makes a turn long two ways: resolved without waiting (documents from the cache),
+its fields run one after the other in one callback; waiting on Redis, thousands of its tasks
+become ready at once and all run in the same turn. Either way `/healthz`, other requests and the
+timer of the request's own deadline wait until it is done (a probe query held the loop 20 s).
+
+So execution works in slices of `SLICE_SECONDS`. Every `CHECK_EVERY` values it completes it
+looks at the clock; once its slice is used up it pauses: the values it meets from then on are
+parked with what lies below them, handed back to graphql-core as awaitables, and the loop's next
+turn completes them in order, one slice at a time. Between slices the loop polls its sockets and
+fires its timers: a request's deadline (app/web/edge.py cancels it) lands within a slice, and
+other requests are served in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+from graphql.pyutils import Path
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+SLICE_SECONDS = 0.02
+"""How long an operation runs before the loop gets a turn."""
+CHECK_EVERY = 32
+"""Values completed between looks at the clock (a power of two)."""
+
+
+class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """graphql-core's executor, paced (see the module's docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start_slicing()
+
+    def _start_slicing(self) -> None:
+        self._values = 0
+        self._slice_ends = time.perf_counter() + SLICE_SECONDS
+        self._paused = False
+        self._parked: deque[tuple[asyncio.Future[Any], tuple[Any, ...]]] = deque()
+        """Values met during a pause, in order, with the future of each one's completion."""
+
+    def complete_value(
+        self, return_type: Any, field_details_list: Any, info: Any, path: Path, result: Any,
+        position_context: Any,
+    ) -> Any:
+        """Every value a field or a list item resolved to passes here on its way into the
+        response, its selections below it: a pause parks whole subtrees, not single fields."""
+        if not self._paused:
+            self._values += 1
+            if self._values & (CHECK_EVERY - 1) or time.perf_counter() < self._slice_ends:
+                return super().complete_value(
+                    return_type, field_details_list, info, path, result, position_context
+                )
+            self._paused = True
+            asyncio.get_running_loop().call_soon(self._next_slice)  # in the loop's next turn
+        future = asyncio.get_running_loop().create_future()
+        self._parked.append(
+            (future, (return_type, field_details_list, info, path, result, position_context))
+        )
+        return self._parked_result(future)
+
+    async def _parked_result(self, future: asyncio.Future[Any]) -> Any:
+        completed = await future
+        return await completed if self.is_awaitable(completed) else completed
+
+    def _next_slice(self) -> None:
+        """Complete parked values, oldest first, until they are done or the slice is used up
+        (then the value being completed has scheduled the next slice). Each parked value's
+        waiter is woken once, with its result: never a crowd woken to find the slice gone."""
+        self._paused = False
+        self._slice_ends = time.perf_counter() + SLICE_SECONDS
+        parked = self._parked
+        while parked and not self._paused:
+            future, arguments = parked.popleft()
+            if future.done():  # its waiter was cancelled (the deadline, say)
+                continue
+            try:
+                future.set_result(super().complete_value(*arguments))
+            except Exception as error:  # a field error, for the waiter's caller to place
+                future.set_exception(error)
+
+    def build_per_event_executor(self, payload: Any) -> Any:
+        """Each subscription event gets its own subfield memo and its own slices.
+
+        graphql-core 3.3 builds each event's executor as a shallow copy that shares the memo of
+        collected subfields, keyed by field lists that are new for every event and kept alive
+        by it: a long-lived subscription grew by 1-2 KB per event pushed (found by
+        `bench/soak.py`).
+        """
+        executor = super().build_per_event_executor(payload)
+        executor._relevant_sub_fields = {}
+        if isinstance(executor, SlicedExecutionContext):
+            executor._start_slicing()
+        return executor

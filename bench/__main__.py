@@ -4,7 +4,7 @@
                     [--redis-url URL]
 
 Each benchmark also runs alone: `python -m bench.NAME` (commands, appends, queries, mutations,
-projection, long_streams). Every figure is the median of --repeats measurements (default 5;
+projection, long_streams, limits). Every figure is the median of --repeats measurements (default 5;
 --quick: tiny sizes, 1 repeat), and its baseline is measured in the same run, interleaved.
 """
 
@@ -18,7 +18,9 @@ import traceback
 
 from bench.common import Figure, options, parser, progress, table
 
-BENCHES = ("commands", "appends", "queries", "mutations", "projection", "long_streams", "limits")
+BENCHES = (
+    "commands", "appends", "queries", "mutations", "projection", "long_streams", "limits",
+)
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHES = ["commands", "appends", "projection", "long_streams"]
+BENCHES = ["commands", "appends", "projection", "long_streams", "limits"]
 
 
 def test_the_quick_benchmark_suite_prints_its_table() -> None:

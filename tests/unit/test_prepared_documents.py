@@ -22,7 +22,9 @@ def test_a_query_text_is_parsed_and_validated_once_and_the_oldest_is_forgotten()
     assert documents.get("{ __typename }") is first
     too_deep = documents.get("{ locations { employees { location { employees { id } } } } }")
     assert too_deep is not None
-    assert [e.message for e in too_deep.errors] == ["'anonymous' exceeds maximum operation depth of 3"]
+    assert [e.message for e in too_deep.errors] == [
+        "'anonymous' exceeds maximum operation depth of 3"
+    ]
     documents.get("{ projectionStatus { lag } }")  # a third text: the least recently used goes
     assert len(documents) == 2
     assert documents.get("{ __typename }") is not first

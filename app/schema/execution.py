@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -31,6 +31,15 @@ CHECK_EVERY = 32
 """Values completed between looks at the clock (a power of two)."""
 
 
+class Parked(NamedTuple):
+    """A value whose completion waits for the next slice."""
+
+    future: asyncio.Future[Any]
+    """Its completion (or the error completing it raised), awaited by what graphql-core got."""
+    arguments: tuple[Any, ...]
+    """Those of `complete_value`."""
+
+
 class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """graphql-core's executor, paced (see the module's docstring)."""
 
@@ -39,11 +48,16 @@ class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self._start_slicing()
 
     def _start_slicing(self) -> None:
+        try:
+            self._task: asyncio.Task[Any] | None = asyncio.current_task()
+        except RuntimeError:  # executed without an event loop: nothing to share it with
+            self._task = None
+        """The operation's own task: once it is cancelled, nothing parked is completed."""
         self._values = 0
         self._slice_ends = time.perf_counter() + SLICE_SECONDS
         self._paused = False
-        self._parked: deque[tuple[asyncio.Future[Any], tuple[Any, ...]]] = deque()
-        """Values met during a pause, in order, with the future of each one's completion."""
+        self._parked: deque[Parked] = deque()
+        """Values met during a pause, in order."""
 
     def complete_value(
         self, return_type: Any, field_details_list: Any, info: Any, path: Path, result: Any,
@@ -60,9 +74,9 @@ class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
             self._paused = True
             asyncio.get_running_loop().call_soon(self._next_slice)  # in the loop's next turn
         future = asyncio.get_running_loop().create_future()
-        self._parked.append(
-            (future, (return_type, field_details_list, info, path, result, position_context))
-        )
+        self._parked.append(Parked(
+            future, (return_type, field_details_list, info, path, result, position_context)
+        ))
         return self._parked_result(future)
 
     async def _parked_result(self, future: asyncio.Future[Any]) -> Any:
@@ -76,6 +90,9 @@ class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self._paused = False
         self._slice_ends = time.perf_counter() + SLICE_SECONDS
         parked = self._parked
+        if self._task is not None and (self._task.done() or self._task.cancelling()):
+            self._drop_parked()
+            return
         while parked and not self._paused:
             future, arguments = parked.popleft()
             if future.done():  # its waiter was cancelled (the deadline, say)
@@ -84,6 +101,17 @@ class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 future.set_result(super().complete_value(*arguments))
             except Exception as error:  # a field error, for the waiter's caller to place
                 future.set_exception(error)
+                future.exception()  # its waiter raises it; if the answer was given first, no one
+
+    def build_response(self, data: dict[str, Any] | None) -> Any:
+        """The operation is over, also when an error nulled it all before every parked value
+        was completed: what is still parked is dropped, never completed after the answer."""
+        self._drop_parked()
+        return super().build_response(data)
+
+    def _drop_parked(self) -> None:
+        while self._parked:
+            self._parked.popleft().future.cancel()
 
     def build_per_event_executor(self, payload: Any) -> Any:
         """Each subscription event gets its own subfield memo and its own slices.

@@ -31,7 +31,7 @@ from app.event_store.base import StoreUnavailable
 from app.observability import REJECTIONS, correlation_id
 from app.schema.cost import CostModel
 from app.schema.errors import ClientError
-from app.schema.execution import SlicedExecutionContext
+from app.schema.execution import with_deadline
 from app.schema.inputs import build_inputs_directly
 from app.schema.mutations import Mutation
 from app.schema.queries import Query
@@ -241,7 +241,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         rules.append(NoSchemaIntrospectionCustomRule)  # what DisableIntrospection adds
     schema = Schema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=[Gatekeeper],
-        execution_context_class=SlicedExecutionContext,
+        execution_context_class=with_deadline(settings.request_timeout_seconds),
     )
     schema.documents = PreparedDocuments(schema, tuple(rules), settings.max_query_tokens)
     schema.cost_model = CostModel(schema._schema, settings.max_page_size)

@@ -18,17 +18,32 @@ other requests are served in between.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from collections import deque
 from typing import Any, NamedTuple
 
+from graphql import GraphQLError
+from graphql.execution.executor import CollectedErrors
 from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from app.observability import REJECTIONS
+from app.schema.errors import ClientError
+
+log = logging.getLogger(__name__)
 
 SLICE_SECONDS = 0.02
 """How long an operation runs before the loop gets a turn."""
 CHECK_EVERY = 32
 """Values completed between looks at the clock (a power of two)."""
+
+
+def with_deadline(seconds: float) -> type[SlicedExecutionContext]:
+    """The execution context for operations that stop `seconds` after they start (0: never)."""
+    return type(SlicedExecutionContext.__name__, (SlicedExecutionContext,),
+                {"deadline_seconds": seconds})
 
 
 class Parked(NamedTuple):
@@ -41,7 +56,16 @@ class Parked(NamedTuple):
 
 
 class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    """graphql-core's executor, paced (see the module's docstring)."""
+    """graphql-core's executor, paced (see the module's docstring), with a deadline.
+
+    An operation still running `deadline_seconds` after it started stops at its next look at
+    the clock: nothing more is completed and its answer is one REQUEST_TIMEOUT error. Over HTTP
+    the edge's timer (app/web/edge.py) usually answers first, with a 503; this is the deadline
+    of operations on websockets, and of each event a subscription sends.
+    """
+
+    deadline_seconds = 0.0
+    """0: none (`with_deadline` makes the class with one)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,7 +78,11 @@ class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
             self._task = None
         """The operation's own task: once it is cancelled, nothing parked is completed."""
         self._values = 0
-        self._slice_ends = time.perf_counter() + SLICE_SECONDS
+        now = time.perf_counter()
+        self._slice_ends = now + SLICE_SECONDS
+        self._deadline = now + self.deadline_seconds if self.deadline_seconds > 0 else math.inf
+        self._expired: GraphQLError | None = None
+        """The answer once the deadline has passed (then `_paused` stays set)."""
         self._paused = False
         self._parked: deque[Parked] = deque()
         """Values met during a pause, in order."""
@@ -67,12 +95,17 @@ class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         response, its selections below it: a pause parks whole subtrees, not single fields."""
         if not self._paused:
             self._values += 1
-            if self._values & (CHECK_EVERY - 1) or time.perf_counter() < self._slice_ends:
+            if self._values & (CHECK_EVERY - 1) or (now := time.perf_counter()) < self._slice_ends:
                 return super().complete_value(
                     return_type, field_details_list, info, path, result, position_context
                 )
             self._paused = True
-            asyncio.get_running_loop().call_soon(self._next_slice)  # in the loop's next turn
+            if now >= self._deadline:
+                self._expire()
+            else:
+                asyncio.get_running_loop().call_soon(self._next_slice)  # in the loop's next turn
+        if self._expired is not None:
+            raise self._expired
         future = asyncio.get_running_loop().create_future()
         self._parked.append(Parked(
             future, (return_type, field_details_list, info, path, result, position_context)
@@ -87,8 +120,14 @@ class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         """Complete parked values, oldest first, until they are done or the slice is used up
         (then the value being completed has scheduled the next slice). Each parked value's
         waiter is woken once, with its result: never a crowd woken to find the slice gone."""
+        if self._expired is not None:
+            return
+        now = time.perf_counter()
+        if now >= self._deadline:
+            self._expire()
+            return
         self._paused = False
-        self._slice_ends = time.perf_counter() + SLICE_SECONDS
+        self._slice_ends = now + SLICE_SECONDS
         parked = self._parked
         if self._task is not None and (self._task.done() or self._task.cancelling()):
             self._drop_parked()
@@ -103,10 +142,31 @@ class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 future.set_exception(error)
                 future.exception()  # its waiter raises it; if the answer was given first, no one
 
+    def _expire(self) -> None:
+        """The deadline has passed: every parked value, and every value met from now on, fails
+        at once with the timeout, so what remains of the operation unwinds without work."""
+        self._paused = True
+        self._expired = ClientError(
+            f"The operation took longer than {self.deadline_seconds:g} s; try again.",
+            "REQUEST_TIMEOUT",
+        )
+        while self._parked:
+            future = self._parked.popleft().future
+            if not future.done():
+                future.set_exception(self._expired)
+                future.exception()
+
     def build_response(self, data: dict[str, Any] | None) -> Any:
         """The operation is over, also when an error nulled it all before every parked value
-        was completed: what is still parked is dropped, never completed after the answer."""
+        was completed: what is still parked is dropped, never completed after the answer. One
+        that ran out of time answers with the timeout alone, not with what it had by then."""
         self._drop_parked()
+        if self._expired is not None:
+            REJECTIONS.labels("timeout").inc()
+            log.warning("an operation stopped after %ss", self.deadline_seconds)
+            self.collected_errors = CollectedErrors()
+            self.collected_errors.add(self._expired, None)
+            data = None
         return super().build_response(data)
 
     def _drop_parked(self) -> None:

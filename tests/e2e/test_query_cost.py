@@ -185,3 +185,30 @@ def test_the_probe_is_at_most_as_deep_as_the_depth_limit_allows() -> None:
     """The probe is refused for its cost, not for its depth (12 by default)."""
     fragment = probe_query(1).split("fragment")[1]
     assert fragment.count("{") - 1 + 1 <= 12  # its lists, under `locations`
+
+
+async def test_a_query_on_a_websocket_stops_at_its_deadline_too(unlimited: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=unlimited.base_url, timeout=60) as client:
+        ws = await raw_connect(unlimited.base_url.replace("http", "ws") + "/graphql")
+
+        async def probe_on_the_socket() -> list[dict[str, Any]]:
+            await raw_subscribe(ws, "q", probe_query(60))
+            messages = []
+            while not messages or messages[-1]["type"] != "complete":
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT_SECONDS)))
+            return messages
+
+        try:
+            started = time.monotonic()
+            messages, slowest = await while_polling_health(client, probe_on_the_socket())
+            elapsed = time.monotonic() - started
+        finally:
+            await ws.close()
+    result, complete = messages
+    assert result["type"] == "next" and complete["type"] == "complete"
+    assert result["payload"]["data"] is None
+    [error] = result["payload"]["errors"]
+    assert error["extensions"]["code"] == "REQUEST_TIMEOUT"
+    assert TIMEOUT_SECONDS <= elapsed < TIMEOUT_SECONDS + PAST_DEADLINE_SECONDS
+    assert slowest < HEALTHY_SECONDS
+    assert_no_error_logged(unlimited)

@@ -17,7 +17,7 @@ import strawberry
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from app.schema import execution
-from app.schema.execution import SlicedExecutionContext
+from app.schema.execution import SlicedExecutionContext, with_deadline
 
 WIDTH = 16
 resolved: list[int] = []
@@ -186,3 +186,29 @@ async def test_every_subscription_event_is_answered_in_slices_of_its_own(
         for n in range(3)
     ]
     assert seen == expected
+
+
+@ABANDONED
+async def test_an_operation_past_its_deadline_stops_and_answers_with_the_timeout_alone(
+    tiny_slices: None,
+) -> None:
+    timed = strawberry.Schema(query=Query, execution_context_class=with_deadline(0.05))
+    resolved.clear()
+    result = await timed.execute("{ roots { children { children { children { id } } } } }")
+    assert result.data is None
+    assert result.errors is not None
+    assert [(e.message, (e.extensions or {}).get("code")) for e in result.errors] == [
+        ("The operation took longer than 0.05 s; try again.", "REQUEST_TIMEOUT")
+    ]
+    stopped_at = len(resolved)
+    assert stopped_at < WIDTH + WIDTH**2 + WIDTH**3  # it stopped before the end
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(resolved) == stopped_at
+    gc.collect()
+
+
+async def test_an_operation_within_its_deadline_is_answered_in_full(tiny_slices: None) -> None:
+    timed = strawberry.Schema(query=Query, execution_context_class=with_deadline(60))
+    query = "{ roots { id children { id } } }"
+    assert outcome(await timed.execute(query)) == outcome(await PLAIN.execute(query))

@@ -88,14 +88,20 @@ def nested_query(depth: int) -> str:
     return "{ " + " { ".join(chain) + " { id }" + " }" * depth
 
 
-async def test_a_depth_50_query_is_refused_and_a_depth_12_one_is_not(
+async def test_a_depth_50_query_is_refused_for_its_depth_and_a_depth_12_one_for_its_cost(
     http: httpx.AsyncClient,
 ) -> None:
+    """Depth 12 passes the depth rule; its nested lists multiply, which the cost limit sees
+    (tests/e2e/test_query_cost.py); a cheap depth-3 one runs."""
     started = time.monotonic()
     messages = error_messages(await post(http, nested_query(50)))
     assert time.monotonic() - started < FAST_SECONDS
     assert messages == ["'anonymous' exceeds maximum operation depth of 12"]
-    allowed = await post(http, nested_query(12))
+    deep = (await post(http, nested_query(12))).json()
+    [error] = deep["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert error["extensions"]["cost"] > error["extensions"]["maxCost"]
+    allowed = await post(http, nested_query(3))
     assert "errors" not in allowed.json(), allowed.text
     await assert_healthy(http, 101)
 

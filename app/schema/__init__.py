@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, vali
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
-from app.auth import ANONYMOUS, READER, WRITER, AuthError, Principal
+from app.auth import ANONYMOUS, EXPIRED, READER, WRITER, AuthError, Principal
 from app.event_store.base import StoreUnavailable
 from app.observability import REJECTIONS, correlation_id
 from app.schema.errors import ClientError
@@ -129,9 +130,10 @@ class Gatekeeper(MaskErrors):
 
     Queries and subscriptions need the reader role, mutations the writer role. The principal
     (or why there is none) was put in the context by the view: from the Authorization header
-    over HTTP, from connection_init over websockets. Nothing executes, so nothing is written,
-    when this refuses. Afterwards outages get a plain code, and any other unexpected error a
-    message carrying the correlation id it was logged with.
+    over HTTP, from connection_init over websockets (read as it is when each operation starts:
+    its token may have expired since). Nothing executes, so nothing is written, when this
+    refuses. Afterwards outages get a plain code, and any other unexpected error a message
+    carrying the correlation id it was logged with.
     """
 
     def __init__(self) -> None:
@@ -143,6 +145,8 @@ class Gatekeeper(MaskErrors):
         principal: Principal | None = getattr(context, "principal", ANONYMOUS)
         if error is None and principal is None:
             error = AuthError("Authentication required.")
+        if error is None and principal is not None and principal.expired(time.time()):
+            error = AuthError(EXPIRED)
         if error is not None:
             REJECTIONS.labels("unauthenticated").inc()
             raise ClientError(error.message, error.code)

@@ -179,7 +179,7 @@ class SocketGuard:
 
     @staticmethod
     def _cancel(task: asyncio.Task[None] | None) -> None:
-        if task is not None and task is not asyncio.current_task():
+        if task is not None:
             task.cancel()
 
 

@@ -22,6 +22,7 @@ from app.settings import Settings
 
 READER, WRITER = "reader", "writer"
 ROLES = (READER, WRITER)
+EXPIRED = "The token has expired."
 
 
 class AuthError(Exception):
@@ -34,13 +35,23 @@ class AuthError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is asking: `name` is recorded as the actor of every event they cause."""
+    """Who is asking: `name` is recorded as the actor of every event they cause.
+
+    `expires_at` is its JWT's `exp` (seconds since the epoch): an open websocket outlives the
+    token it was opened with, so every operation and the socket itself check it again. API keys
+    (and the anonymous principal) never expire.
+    """
 
     name: str | None
     roles: frozenset[str]
+    expires_at: float | None = None
 
     def allows(self, role: str) -> bool:
         return role in self.roles or (role == READER and WRITER in self.roles)
+
+    def expired(self, now: float) -> bool:
+        """Whether its token has expired at `now` (as PyJWT decides: from `exp` on)."""
+        return self.expires_at is not None and now >= self.expires_at
 
 
 ANONYMOUS = Principal(None, frozenset(ROLES))
@@ -146,7 +157,7 @@ class Authenticator:
                 )
                 break
             except jwt.ExpiredSignatureError:
-                raise AuthError("The token has expired.") from None
+                raise AuthError(EXPIRED) from None
             except jwt.InvalidTokenError:
                 continue
         if claims is None:
@@ -155,4 +166,7 @@ class Authenticator:
         names = raw.split() if isinstance(raw, str) else raw if isinstance(raw, list) else []
         roles = frozenset(str(r) for r in names if r in ROLES)
         subject = claims.get("sub")
-        return Principal(str(subject) if subject is not None else None, roles)
+        return Principal(
+            str(subject) if subject is not None else None, roles,
+            float(int(claims["exp"])),  # as PyJWT read it when it checked it
+        )

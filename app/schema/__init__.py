@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,18 +22,20 @@ from graphql import (
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, QueryDepthLimiter
-from strawberry.schema.schema import validate_document
-from strawberry.types import ExecutionContext
+from strawberry.extensions import MaskErrors
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, validate_document
+from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from app.auth import ANONYMOUS, READER, WRITER, AuthError, Principal
+from app.auth import ANONYMOUS, EXPIRED, READER, WRITER, AuthError, Principal
 from app.event_store.base import StoreUnavailable
 from app.observability import REJECTIONS, correlation_id
 from app.schema.cost import CostModel
-from app.schema.errors import ClientError
+from app.schema.errors import OPERATION_REFUSALS, ClientError, with_code, with_refusal_code
 from app.schema.execution import with_deadline
 from app.schema.inputs import build_inputs_directly
+from app.schema.limits import shape_limits_rule
 from app.schema.mutations import Mutation
 from app.schema.queries import Query
 from app.schema.subscriptions import Subscription
@@ -52,7 +55,7 @@ OUTAGES: tuple[tuple[type[BaseException], str, str], ...] = (
 def is_unexpected(error: GraphQLError) -> bool:
     """Errors not raised for the client: replaced before they reach it, and logged."""
     original = error.original_error
-    if original is None or isinstance(original, GraphQLError):
+    if original is None or isinstance(original, (GraphQLError, *OPERATION_REFUSALS)):
         return False
     if any(isinstance(original, kind) for kind, _, _ in OUTAGES):
         log.warning("%s at %s: %s", type(original).__name__, error.path, original)
@@ -95,7 +98,8 @@ class PreparedDocuments:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError:
             return None
-        errors = validate_document(self._schema._schema, document, self.rules)
+        errors = [with_code(error, "GRAPHQL_VALIDATION_FAILED")
+                  for error in validate_document(self._schema._schema, document, self.rules)]
         self._prepared[query] = prepared = Prepared(document, errors)
         if len(self._prepared) > self._size:
             self._prepared.popitem(last=False)
@@ -143,6 +147,38 @@ class Schema(strawberry.Schema):
             context.pre_execution_errors = list(prepared.errors)
         return context
 
+    async def execute(  # the library's signature
+        self, query: str | None, variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None, root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """Runs a query or a mutation, and refuses a subscription with a typed error.
+
+        A subscription streams over a websocket. The library would let one through by HTTP
+        (for a streaming transport this service does not offer) into graphql-core's
+        `execute`, which cannot run it: its stream came back as a null in a non-null field,
+        an internal error with a traceback.
+        """
+        allowed = set(DEFAULT_ALLOWED_OPERATION_TYPES if allowed_operation_types is None
+                      else allowed_operation_types)
+        allowed.discard(OperationType.SUBSCRIPTION)
+        try:
+            return await super().execute(
+                query, variable_values, context_value, root_value, operation_name, allowed,
+                operation_extensions,
+            )
+        except InvalidOperationTypeError as error:
+            if error.operation_type is not OperationType.SUBSCRIPTION:
+                raise
+        refusal = ClientError(
+            "Subscriptions are served over a websocket (graphql-transport-ws or graphql-ws), "
+            "not over HTTP.", "GRAPHQL_VALIDATION_FAILED",
+        )
+        self.process_errors([refusal])
+        return ExecutionResult(data=None, errors=[refusal])
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -160,9 +196,10 @@ class Gatekeeper(MaskErrors):
 
     Queries and subscriptions need the reader role, mutations the writer role. The principal
     (or why there is none) was put in the context by the view: from the Authorization header
-    over HTTP, from connection_init over websockets. Nothing executes, so nothing is written,
-    when this refuses. Afterwards outages get a plain code, and any other unexpected error a
-    message carrying the correlation id it was logged with.
+    over HTTP, from connection_init over websockets (read as it is when each operation starts:
+    its token may have expired since). Nothing executes, so nothing is written, when this
+    refuses. Afterwards outages get a plain code, and any other unexpected error a message
+    carrying the correlation id it was logged with.
     """
 
     def __init__(self) -> None:
@@ -174,6 +211,8 @@ class Gatekeeper(MaskErrors):
         principal: Principal | None = getattr(context, "principal", ANONYMOUS)
         if error is None and principal is None:
             error = AuthError("Authentication required.")
+        if error is None and principal is not None and principal.expired(time.time()):
+            error = AuthError(EXPIRED)
         if error is not None:
             REJECTIONS.labels("unauthenticated").inc()
             raise ClientError(error.message, error.code)
@@ -211,10 +250,12 @@ class Gatekeeper(MaskErrors):
             execution.extensions_results["cost"] = {"estimate": cost, "limit": limit}
 
     def _process_result(self, result: object) -> None:
-        """As the library does, without its runtime protocol check (≈ 4 % of a query's time)."""
+        """As the library does, without its runtime protocol check (≈ 4 % of a query's time),
+        and with the code of a refusal before execution on each such error."""
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
+            processed = self._process_errors(errors)
+            result.errors = [with_refusal_code(e) for e in processed]  # type: ignore[attr-defined]
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         request_id = correlation_id.get() or "unknown"
@@ -234,8 +275,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
     rules: list[type[ASTValidationRule]] = [
         *specified_rules,
-        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+        shape_limits_rule(settings.max_query_depth, settings.max_aliases),
     ]
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)  # what DisableIntrospection adds

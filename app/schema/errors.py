@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from app.domain import errors as domain
+
+# What strawberry raises before executing when the request names no operation the document
+# has, or one of a kind its transport does not carry: the client's mistake, not a bug.
+OPERATION_REFUSALS = (CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError)
 
 
 @strawberry.interface
@@ -88,3 +94,20 @@ class ClientError(GraphQLError):
 
     def __init__(self, message: str, code: str, **extensions: Any) -> None:
         super().__init__(message, extensions={"code": code, **extensions})
+
+
+def with_code(error: GraphQLError, code: str) -> GraphQLError:
+    """`error` with `code` in its extensions, unless it already carries one."""
+    if not (error.extensions or {}).get("code"):
+        error.extensions = {**(error.extensions or {}), "code": code}
+    return error
+
+
+def with_refusal_code(error: GraphQLError) -> GraphQLError:
+    """`error` with its code when it is a refusal before execution that came without one: a
+    document that does not parse, or that names no operation the transport can run."""
+    if isinstance(error, GraphQLSyntaxError):
+        return with_code(error, "GRAPHQL_PARSE_FAILED")
+    if isinstance(error.original_error, OPERATION_REFUSALS):
+        return with_code(error, "GRAPHQL_VALIDATION_FAILED")
+    return error

@@ -1,9 +1,9 @@
-"""The GraphQL view: strawberry's ASGI app with our context, auth and JSON; its ws handlers."""
+"""The GraphQL view: strawberry's ASGI app with our context, auth and JSON (its websocket
+handlers are in app/web/websockets.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Any
 
 import orjson
@@ -13,11 +13,6 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
-from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-)
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types.unset import UnsetType
 
 from app.auth import Authenticator, AuthError, parse_origins
@@ -25,36 +20,7 @@ from app.bootstrap import Services
 from app.observability import REJECTIONS, correlation_id, new_correlation_id
 from app.schema import build_schema
 from app.schema.context import Context
-
-# The name these lines carried before app/main.py became app/web/: log filters match on it.
-log = logging.getLogger("app.main")
-
-
-class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """strawberry's graphql-transport-ws handler, except for a client that went away while one
-    of its subscriptions was being sent: that is an ordinary event (logged at DEBUG), not an
-    error with a traceback in the operators' logs."""
-
-    async def handle_task_exception(self, error: Exception) -> None:
-        if isinstance(error, WebSocketDisconnected):
-            log.debug("a subscriber went away while a message was being sent to it")
-            return
-        await super().handle_task_exception(error)
-
-
-class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
-    """strawberry's legacy graphql-ws handler, with the same care: its subscription task
-    raised on a client gone mid-send, and asyncio logged "Task exception was never
-    retrieved"."""
-
-    async def handle_async_results(
-        self, operation_id: str, query: str, operation_name: str | None,
-        variables: dict[str, object] | None,
-    ) -> None:
-        try:
-            await super().handle_async_results(operation_id, query, operation_name, variables)
-        except WebSocketDisconnected:
-            log.debug("a subscriber went away while a message was being sent to it")
+from app.web.websockets import LegacyWSHandler, SocketAdapter, TransportWSHandler
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -63,6 +29,7 @@ class GraphQLApp(GraphQL[Context, None]):
 
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
+    websocket_adapter_class = SocketAdapter
 
     def __init__(self, services: Services) -> None:
         settings = services.settings

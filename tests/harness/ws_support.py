@@ -3,8 +3,8 @@
 `subscribe()` opens one subscription on its own websocket with gql's `WebsocketsTransport`
 (either `graphql-transport-ws` or the legacy `graphql-ws` protocol) and collects what it
 receives in the background, so a test can write, then wait (with a deadline) for what it expects.
-`raw_connect()` speaks `graphql-transport-ws` by hand, for clients that misbehave on purpose
-(never reading, vanishing without a close frame).
+`raw_connect()` speaks either protocol by hand, for clients that misbehave on purpose (never
+reading, vanishing without a close frame, sending malformed frames, outliving their token).
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ from gql.client import AsyncClientSession
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 GRAPHQL_TRANSPORT_WS = "graphql-transport-ws"
 GRAPHQL_WS = "graphql-ws"  # the legacy (Apollo subscriptions-transport-ws) protocol
 PROTOCOLS = (GRAPHQL_TRANSPORT_WS, GRAPHQL_WS)
+START = {GRAPHQL_TRANSPORT_WS: "subscribe", GRAPHQL_WS: "start"}  # a message starting an operation
+RESULT = {GRAPHQL_TRANSPORT_WS: "next", GRAPHQL_WS: "data"}  # one carrying a result
 WAIT_SECONDS = 15.0
 
 EMPLOYEE_FIELDS = "id firstName lastName dateOfBirth jobTitle locationId version"
@@ -286,11 +289,18 @@ async def subscribe(
             await asyncio.gather(task, return_exceptions=True)
 
 
-async def raw_connect(url: str, **options: Any) -> ClientConnection:
-    """A websocket that has completed the graphql-transport-ws handshake."""
-    ws = await connect(url, subprotocols=[GRAPHQL_TRANSPORT_WS], **options)  # type: ignore[list-item]
+async def raw_connect(
+    url: str, protocol: str = GRAPHQL_TRANSPORT_WS, payload: dict[str, Any] | None = None,
+    **options: Any,
+) -> ClientConnection:
+    """A websocket that has completed the handshake of `protocol` (connection_init carrying
+    `payload`, if any, answered by connection_ack)."""
+    ws = await connect(url, subprotocols=[protocol], **options)  # type: ignore[list-item]
     try:
-        await ws.send(json.dumps({"type": "connection_init"}))
+        init: dict[str, Any] = {"type": "connection_init"}
+        if payload is not None:
+            init["payload"] = payload
+        await ws.send(json.dumps(init))
         ack = json.loads(await asyncio.wait_for(ws.recv(), WAIT_SECONDS))
         assert ack["type"] == "connection_ack", ack
     except BaseException:
@@ -300,6 +310,17 @@ async def raw_connect(url: str, **options: Any) -> ClientConnection:
 
 
 async def raw_subscribe(ws: ClientConnection, op_id: str, query: str, **variables: Any) -> None:
-    message = {"id": op_id, "type": "subscribe",
+    """Start an operation (any kind) on a socket of either protocol."""
+    message = {"id": op_id, "type": START[str(ws.subprotocol)],
                "payload": {"query": query, "variables": variables}}
     await ws.send(json.dumps(message))
+
+
+async def until_closed(ws: ClientConnection, seconds: float = WAIT_SECONDS) -> list[Any]:
+    """Every message the server sends until it closes the socket (within `seconds`)."""
+    received: list[Any] = []
+    async with asyncio.timeout(seconds):
+        with suppress(ConnectionClosed):
+            while True:
+                received.append(json.loads(await ws.recv()))
+    return received

@@ -17,7 +17,7 @@ def refusals(query: str) -> list[tuple[str, str | None]]:
     """What validating `query` finds (the schema keeps it with the prepared document)."""
     prepared = SCHEMA.documents.get(query)
     assert prepared is not None, query
-    return [(e.message, (e.extensions or {}).get("code")) for e in prepared[1]]
+    return [(e.message, (e.extensions or {}).get("code")) for e in prepared.errors]
 
 
 @pytest.mark.parametrize("query", [

@@ -58,9 +58,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.embedded_redis import redis_url
+    from app.web.hosts import WILDCARD_BINDS, default_allowed_hosts
 
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
+    if not settings.allowed_hosts:  # what the app's host check allows (app/web/hosts.py)
+        hosts = os.environ["ALLOWED_HOSTS"] = default_allowed_hosts(args.host)
+        if args.host in WILDCARD_BINDS:
+            logging.getLogger("app.cli").warning(
+                "serve binds to %r without ALLOWED_HOSTS: only requests for %s are answered; "
+                "set ALLOWED_HOSTS to the names clients use", args.host, hosts,
+            )
     # uvicorn re-raises SIGTERM after its graceful shutdown; by default that would kill this
     # process before the `with` block below stops the embedded Valkey (leaking it). Exit instead.
     signal.signal(signal.SIGTERM, _exit_after_shutdown)

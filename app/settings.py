@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = 10.0
     max_subscriptions_per_connection: int = 50
     introspection: bool = True
+    allowed_hosts: str = ""
+    """Host names requests may name (comma-separated, `*.example.com`, `*` for any). Unset: the
+    host `serve --host` binds to and the loopback names (app/web/hosts.py)."""
     cors_origins: str = ""
     """Origins allowed cross-origin (HTTP CORS and browser websockets): comma-separated or JSON."""
     # Authentication (see docs/security.md).

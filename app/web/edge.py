@@ -1,4 +1,5 @@
-"""Raw ASGI that every request meets first: request id, deadline, body limit, /graphql dispatch."""
+"""Raw ASGI that every request meets first: host check, request id, deadline, body limit,
+/graphql dispatch."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.observability import REJECTIONS, correlation_id, new_correlation_id
+from app.web.hosts import UNCHECKED_PATHS, AllowedHosts
 
 # The name these lines carried before app/main.py became app/web/: log filters match on it.
 log = logging.getLogger("app.main")
@@ -46,9 +48,36 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+async def _refuse_host(
+    scope: Scope, receive: Receive, send: Send, host: bytes | None
+) -> None:
+    """400 with a GraphQL error, to a request or to a websocket's handshake (where the server
+    offers no handshake responses of the app's own, a close: uvicorn answers it with 403)."""
+    REJECTIONS.labels("host_not_allowed").inc()
+    shown = (host or b"").decode("latin-1")[:200]
+    log.info("refused a request for host %r: not in ALLOWED_HOSTS", shown)
+    message = "This server does not answer for the host named in the request."
+    if scope["type"] == "http":
+        await _send_error(send, 400, message, "HOST_NOT_ALLOWED")
+        return
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = _error_body(message, "HOST_NOT_ALLOWED")
+    await send({
+        "type": "websocket.http.response.start", "status": 400,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
 class HttpEdge:
     """What every request meets first, in one layer with one wrapper around `send`:
 
+    - the host check: a request (or websocket) whose `Host` is not one of ALLOWED_HOSTS is
+      answered 400 (`HOST_NOT_ALLOWED`) before anything else runs (app/web/hosts.py);
     - its correlation id: X-Request-ID taken (or made), exposed to logs and events, echoed back;
     - the body limit: a body over `max_bytes` is refused with 413, at once when Content-Length
       says so, otherwise as soon as that many bytes have arrived (the rest is never read);
@@ -61,15 +90,21 @@ class HttpEdge:
     LINGER_SECONDS = 2.0
 
     def __init__(
-        self, app: ASGIApp, graphql: ASGIApp, max_bytes: int, seconds: float
+        self, app: ASGIApp, graphql: ASGIApp, max_bytes: int, seconds: float,
+        hosts: AllowedHosts,
     ) -> None:
         self.app, self.graphql = app, graphql
         self.max_bytes, self.seconds = max_bytes, seconds
+        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host")
+        if not self.hosts.allows(host) and scope["path"] not in UNCHECKED_PATHS:
+            await _refuse_host(scope, receive, send, host)
             return
         app = self.graphql if scope["path"] == "/graphql" else self.app
         given = (_header(scope, b"x-request-id") or b"").decode("latin-1")

@@ -9,7 +9,7 @@ from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule, DocumentNode, GraphQLError, parse, specified_rules
-from graphql.validation import NoSchemaIntrospectionCustomRule
+from graphql.validation import NoSchemaIntrospectionCustomRule, ValidationContext
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, QueryDepthLimiter
@@ -48,6 +48,17 @@ def is_unexpected(error: GraphQLError) -> bool:
     else:
         log.error("unexpected error in %s", error.path, exc_info=original)
     return True
+
+
+class HideSuggestions(ASTValidationRule):
+    """With introspection off, errors name nothing of the schema that the query did not:
+    graphql-core's "Did you mean …?" suggestions would list the fields, arguments and types
+    close to a guess. Its validation can leave them out (`hide_suggestions`), which strawberry
+    does not pass on; this rule sets it on the validation's context."""
+
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        context._hide_suggestions = True
 
 
 class PerEventExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -99,6 +110,8 @@ class PreparedDocuments:
 
 class Schema(strawberry.Schema):
     documents: PreparedDocuments
+    hide_suggestions = False
+    """Also leave suggestions out of the errors of execution (a variable's misspelt field)."""
 
     def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
         """Every operation starts from its prepared document; one that does not parse goes
@@ -112,6 +125,15 @@ class Schema(strawberry.Schema):
             context.graphql_document, errors = prepared
             context.pre_execution_errors = list(errors)
         return context
+
+    def _get_custom_context_kwargs(
+        self, operation_extensions: dict[str, Any] | None = None, *, sync: bool = False
+    ) -> dict[str, Any]:
+        """What strawberry passes to graphql-core's execute and subscribe, and ours."""
+        kwargs = super()._get_custom_context_kwargs(operation_extensions, sync=sync)
+        if self.hide_suggestions:
+            kwargs["hide_suggestions"] = True
+        return kwargs
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -183,10 +205,12 @@ def build_schema(settings: Settings | None = None) -> Schema:
     ]
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)  # what DisableIntrospection adds
+        rules.append(HideSuggestions)
     schema = Schema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=[Gatekeeper],
         execution_context_class=PerEventExecutionContext,
     )
     schema.documents = PreparedDocuments(schema, tuple(rules), settings.max_query_tokens)
+    schema.hide_suggestions = not settings.introspection
     build_inputs_directly(schema)
     return schema

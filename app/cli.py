@@ -57,9 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.auth import Authenticator
     from app.embedded_redis import redis_url
     from app.web.hosts import WILDCARD_BINDS, default_allowed_hosts
 
+    try:  # refused authentication settings stop `serve` with one line, before anything starts
+        Authenticator(settings)
+    except ValueError as error:
+        print(f"python -m app serve: {error}", file=sys.stderr)
+        return 2
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
     if not settings.allowed_hosts:  # what the app's host check allows (app/web/hosts.py)

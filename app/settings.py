@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     auth_mode: Literal["none", "token"] = "none"
     api_keys: str = ""
     """`secret:role[:name],...` or JSON `{"secret": "role"}` / `{"secret": {"role", "name"}}`."""
+    actor_name_secret: str | None = None
+    """The HMAC key that names API keys given without a name; unset, every key needs a name."""
     jwt_secret: str | None = None
     """HS256 shared secret."""
     jwt_public_key: str | None = None

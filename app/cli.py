@@ -85,6 +85,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         uvicorn.run(
             "app.web.app:create_app", factory=True, host=args.host, port=args.port,
             workers=args.workers, log_config=None, ws="websockets-sansio",
+            http="app.web.http_protocol:HttpProtocol",  # httptools, with header limits
+            ws_max_size=settings.max_ws_message_bytes,
             ws_per_message_deflate=False,  # zlib state is ~70 KiB per socket; changes are small
             # one line per request at INFO; below that uvicorn would still format each line's
             # client address and path before the logger dropped it

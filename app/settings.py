@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     max_aliases: int = 100
     """Not 30: existing clients (the subscription tests' big query) use 60 aliases."""
     max_body_bytes: int = 1024 * 1024
+    max_ws_message_bytes: int = 1024 * 1024
+    """A larger websocket message closes its socket with 1009 (uvicorn's `ws_max_size`)."""
+    max_header_bytes: int = 16 * 1024
+    """A larger request head is answered 431 (app/web/http_protocol.py)."""
+    header_timeout_seconds: float = 10.0
+    """A connection whose request head is not complete in this time is closed (0: no limit)."""
     request_timeout_seconds: float = 30.0
     ws_init_timeout_seconds: float = 10.0
     max_subscriptions_per_connection: int = 50

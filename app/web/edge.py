@@ -18,17 +18,17 @@ from app.web.hosts import UNCHECKED_PATHS, AllowedHosts
 log = logging.getLogger("app.main")
 
 
-def _error_body(message: str, code: str) -> bytes:
+def error_body(message: str, code: str) -> bytes:
     """A GraphQL response with no data and one error, `code` in its extensions."""
     error = {"message": message, "extensions": {"code": code}}
     return json.dumps({"data": None, "errors": [error]}).encode()
 
 
-async def _send_error(
+async def send_error(
     send: Send, status: int, message: str, code: str, more_body: bool = False
 ) -> None:
     """Answer `status` with that body and close the connection after it."""
-    body = _error_body(message, code)
+    body = error_body(message, code)
     await send({
         "type": "http.response.start", "status": status,
         "headers": [
@@ -58,13 +58,13 @@ async def _refuse_host(
     log.info("refused a request for host %r: not in ALLOWED_HOSTS", shown)
     message = "This server does not answer for the host named in the request."
     if scope["type"] == "http":
-        await _send_error(send, 400, message, "HOST_NOT_ALLOWED")
+        await send_error(send, 400, message, "HOST_NOT_ALLOWED")
         return
     await receive()  # websocket.connect
     if "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = _error_body(message, "HOST_NOT_ALLOWED")
+    body = error_body(message, "HOST_NOT_ALLOWED")
     await send({
         "type": "websocket.http.response.start", "status": 400,
         "headers": [(b"content-type", b"application/json"),
@@ -168,7 +168,7 @@ class HttpEdge:
         REJECTIONS.labels("timeout").inc()
         log.warning("request to %s cancelled after %ss", scope.get("path"), self.seconds)
         if not started:
-            await _send_error(
+            await send_error(
                 send_edge, 503, f"The request took longer than {self.seconds:g} s; try again.",
                 "REQUEST_TIMEOUT",
             )
@@ -200,7 +200,7 @@ class HttpEdge:
         (a "lingering close": closing on unread data resets the connection, and a client still
         uploading would lose the 413), never keeping any of it."""
         REJECTIONS.labels("body_too_large").inc()
-        await _send_error(
+        await send_error(
             send, 413, f"The request body is larger than {self.max_bytes} bytes.",
             "REQUEST_TOO_LARGE", more_body=True,
         )

@@ -51,33 +51,25 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 async def _refuse_host(
     scope: Scope, receive: Receive, send: Send, host: bytes | None
 ) -> None:
-    """400 with a GraphQL error, to a request or to a websocket's handshake (where the server
-    offers no handshake responses of the app's own, a close: uvicorn answers it with 403)."""
+    """400 with a GraphQL error to a request; a websocket's handshake is closed, which uvicorn
+    answers with 403 (its handshake responses of the app's own, uvicorn's websockets-sansio
+    protocol logs as an ERROR)."""
     REJECTIONS.labels("host_not_allowed").inc()
     shown = (host or b"").decode("latin-1")[:200]
     log.info("refused a request for host %r: not in ALLOWED_HOSTS", shown)
-    message = "This server does not answer for the host named in the request."
-    if scope["type"] == "http":
-        await send_error(send, 400, message, "HOST_NOT_ALLOWED")
-        return
-    await receive()  # websocket.connect
-    if "websocket.http.response" not in scope.get("extensions", {}):
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = error_body(message, "HOST_NOT_ALLOWED")
-    await send({
-        "type": "websocket.http.response.start", "status": 400,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-    })
-    await send({"type": "websocket.http.response.body", "body": body})
+    await send_error(send, 400, "This server does not answer for the host named in the request.",
+                     "HOST_NOT_ALLOWED")
 
 
 class HttpEdge:
     """What every request meets first, in one layer with one wrapper around `send`:
 
-    - the host check: a request (or websocket) whose `Host` is not one of ALLOWED_HOSTS is
-      answered 400 (`HOST_NOT_ALLOWED`) before anything else runs (app/web/hosts.py);
+    - the host check: a request whose `Host` is not one of ALLOWED_HOSTS is answered 400
+      (`HOST_NOT_ALLOWED`), a websocket 403, before anything else runs (app/web/hosts.py);
     - its correlation id: X-Request-ID taken (or made), exposed to logs and events, echoed back;
     - the body limit: a body over `max_bytes` is refused with 413, at once when Content-Length
       says so, otherwise as soon as that many bytes have arrived (the rest is never read);

@@ -1,17 +1,18 @@
 """uvicorn's HTTP/1.1 protocol (httptools) with the two limits on a request's head it lacks.
 
-uvicorn bounds a head only with h11 (`h11_max_incomplete_event_size`); `serve` runs httptools,
-uvicorn's own choice when it is installed and several times faster, which buffers a header of
-any size and waits for the rest of a head forever. This protocol adds:
+uvicorn bounds a head only with h11 (`h11_max_incomplete_event_size`); `serve` runs httptools
+(a parser in C, uvicorn's own choice when it is installed), which buffers a header of any size
+and waits for the rest of a head forever. This protocol adds:
 
 - MAX_HEADER_BYTES: a head (request target, header names and values) larger than this is
   answered 431 `REQUEST_TOO_LARGE` and its connection closed: counted as the bytes arrive, so
   an endless head is never buffered past the limit by more than one read (256 KiB), and again
   once complete, for a head that came in few reads.
 - HEADER_TIMEOUT_SECONDS: a connection whose next head is not complete this long after it
-  opened, or after its previous response, is answered 408 `REQUEST_TIMEOUT` and closed: a
-  client that sends its head byte by byte (slowloris) holds a connection no longer than that.
-  uvicorn's own keep-alive timeout still closes an idle connection sooner.
+  opened, or after its previous response, is closed, with a 408 `REQUEST_TIMEOUT` when part of
+  a head had come: a client that sends its head byte by byte (slowloris) holds a connection no
+  longer than that, however steadily it sends. uvicorn's keep-alive timeout (5 s) still closes
+  an idle connection sooner.
 
 uvicorn makes one protocol per connection from its `Config`, which carries no settings of ours
 to `--workers` processes: the limits are read once per process, from the same environment as
@@ -32,6 +33,7 @@ from app.settings import Settings
 from app.web.edge import error_body, send_error
 
 REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+LINGER_SECONDS = 2.0
 
 
 @functools.cache
@@ -49,6 +51,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._heads = 0  # heads begun on this connection
         self._head_bytes = 0  # bytes of the reads that fell wholly inside the open head
         self._head_too_large = False
+        self._lingering = False
 
     # The deadline: armed while a head is awaited, cancelled once it is complete.
 
@@ -82,7 +85,8 @@ class HttpProtocol(HttpToolsProtocol):
     def _head_too_slow(self) -> None:
         self._head_timer = None
         REJECTIONS.labels("header_timeout").inc()
-        if self.cycle is None or self.cycle.response_complete:  # no answer is being sent
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if self._head_open and not answering:  # a client is sending a head, not idling
             self._answer(408, f"The request's headers took longer than {self.head_timeout:g} s.",
                          "REQUEST_TIMEOUT")
         self.transport.close()
@@ -90,6 +94,8 @@ class HttpProtocol(HttpToolsProtocol):
     # The size.
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         inside, heads = self._head_open, self._heads
         super().data_received(data)
         if inside and self._head_open and self._heads == heads and not self.transport.is_closing():
@@ -127,9 +133,14 @@ class HttpProtocol(HttpToolsProtocol):
         await send_error(send, 431, self._large_head_message(), "REQUEST_TOO_LARGE")
 
     def _refuse_large_head(self) -> None:
+        """431, then a lingering close: what the client is still sending is read and dropped for
+        a moment after the answer and its end of stream, since closing on unread data resets the
+        connection and a client still sending would lose the answer."""
         REJECTIONS.labels("headers_too_large").inc()
         self._answer(431, self._large_head_message(), "REQUEST_TOO_LARGE")
-        self.transport.close()
+        self._lingering = True
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _answer(self, status: int, message: str, code: str) -> None:
         """A response written straight to the connection, for a request that never became one."""

@@ -8,11 +8,11 @@ and waits for the rest of a head forever. This protocol adds:
   answered 431 `REQUEST_TOO_LARGE` and its connection closed: counted as the bytes arrive, so
   an endless head is never buffered past the limit by more than one read (256 KiB), and again
   once complete, for a head that came in few reads.
-- HEADER_TIMEOUT_SECONDS: a connection whose next head is not complete this long after it
-  opened, or after its previous response, is closed, with a 408 `REQUEST_TIMEOUT` when part of
-  a head had come: a client that sends its head byte by byte (slowloris) holds a connection no
-  longer than that, however steadily it sends. uvicorn's keep-alive timeout (5 s) still closes
-  an idle connection sooner.
+- HEADER_TIMEOUT_SECONDS: a connection whose head is not complete this long after it opened, or
+  after the head's first byte, is closed, with a 408 `REQUEST_TIMEOUT` when part of a head had
+  come: a client that sends its head byte by byte (slowloris) holds a connection no longer than
+  that, however steadily it sends. Between requests uvicorn's keep-alive timeout (5 s) closes
+  an idle connection.
 
 uvicorn makes one protocol per connection from its `Config`, which carries no settings of ours
 to `--workers` processes: the limits are read once per process, from the same environment as
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -47,13 +48,20 @@ class HttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.max_head_bytes, self.head_timeout = _limits()
         self._head_timer: asyncio.TimerHandle | None = None
+        self._awaited_since: float | None = None  # since when a head is awaited (loop time)
         self._head_open = False  # a head has begun and is not complete
         self._heads = 0  # heads begun on this connection
         self._head_bytes = 0  # bytes of the reads that fell wholly inside the open head
+        self._read_size = 0  # bytes of the read being parsed
+        self._continued = False  # whether that read continues a head begun before it
         self._head_too_large = False
         self._lingering = False
 
-    # The deadline: armed while a head is awaited, cancelled once it is complete.
+    # The deadline. A head is awaited from the connection's opening, or from its first byte,
+    # until it is complete (between requests uvicorn's keep-alive timeout closes an idle
+    # connection). One timer per connection rather than one per request: when it fires it
+    # closes the connection if the awaited head is late, or else sets itself for when the head
+    # awaited now would be.
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -62,28 +70,28 @@ class HttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_open, self._heads, self._head_bytes = True, self._heads + 1, 0
-        self._await_head()  # already armed unless the previous request is still being answered
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.timeout_keep_alive_task is not None:  # idle: the next head is awaited
-            self._await_head()
+        self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
-        super().connection_lost(exc)
-
-    def _await_head(self) -> None:
-        if self._head_timer is None and self.head_timeout > 0:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
-
-    def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        super().connection_lost(exc)
 
-    def _head_too_slow(self) -> None:
+    def _await_head(self) -> None:
+        if self._awaited_since is None and self.head_timeout > 0:
+            self._awaited_since = self.loop.time()
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.head_timeout, self._check_head)
+
+    def _check_head(self) -> None:
         self._head_timer = None
+        if self._awaited_since is None:
+            return  # no head awaited: the next one sets the timer again
+        left = self._awaited_since + self.head_timeout - self.loop.time()
+        if left > 0:
+            self._head_timer = self.loop.call_later(left, self._check_head)
+            return
         REJECTIONS.labels("header_timeout").inc()
         answering = self.cycle is not None and not self.cycle.response_complete
         if self._head_open and not answering:  # a client is sending a head, not idling
@@ -96,28 +104,33 @@ class HttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return
-        inside, heads = self._head_open, self._heads
+        heads, self._read_size, self._continued = self._heads, len(data), self._head_open
         super().data_received(data)
-        if inside and self._head_open and self._heads == heads and not self.transport.is_closing():
+        if (self._continued and self._head_open and self._heads == heads
+                and not self.transport.is_closing()):
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse_large_head()
 
     def on_headers_complete(self) -> None:
-        self._head_open = False
-        self._stop_head_timer()
-        size = len(self.url) + sum(len(name) + len(value) for name, value in self.headers)
-        if size <= self.max_head_bytes:
-            super().on_headers_complete()
+        self._head_open, self._awaited_since = False, None
+        # A head begun and complete within one read is no larger than that read.
+        if (self._continued or self._read_size > self.max_head_bytes) and self._head_size() > (
+            self.max_head_bytes
+        ):
+            # Inside the parser: the request goes on (its body is read and dropped), to an app
+            # of one answer; a websocket handshake is refused when the parser hands it over.
+            self._head_too_large = True
+            app, self.app = self.app, self._large_head_app
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
             return
-        # Inside the parser: the request goes on (its body is read and dropped), to an app of
-        # one answer; a websocket handshake is refused when the parser hands it over.
-        self._head_too_large = True
-        app, self.app = self.app, self._large_head_app
-        try:
-            super().on_headers_complete()
-        finally:
-            self.app = app
+        super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(map(len, itertools.chain.from_iterable(self.headers)))
 
     def handle_websocket_upgrade(self) -> None:
         if self._head_too_large:

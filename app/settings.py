@@ -53,16 +53,27 @@ class Settings(BaseSettings):
     max_query_cost: int = 50_000
     """The most an operation may cost by the estimate of app/schema/cost.py (0: no limit)."""
     max_body_bytes: int = 1024 * 1024
+    max_ws_message_bytes: int = 1024 * 1024
+    """A larger websocket message closes its socket with 1009 (uvicorn's `ws_max_size`)."""
+    max_header_bytes: int = 16 * 1024
+    """A larger request head is answered 431 (app/web/http_protocol.py)."""
+    header_timeout_seconds: float = 10.0
+    """A connection whose request head is not complete in this time is closed (0: no limit)."""
     request_timeout_seconds: float = 30.0
     ws_init_timeout_seconds: float = 10.0
     max_subscriptions_per_connection: int = 50
     introspection: bool = True
+    allowed_hosts: str = ""
+    """Host names requests may name (comma-separated, `*.example.com`, `*` for any). Unset: the
+    host `serve --host` binds to and the loopback names (app/web/hosts.py)."""
     cors_origins: str = ""
     """Origins allowed cross-origin (HTTP CORS and browser websockets): comma-separated or JSON."""
     # Authentication (see docs/security.md).
     auth_mode: Literal["none", "token"] = "none"
     api_keys: str = ""
     """`secret:role[:name],...` or JSON `{"secret": "role"}` / `{"secret": {"role", "name"}}`."""
+    actor_name_secret: str | None = None
+    """The HMAC key that names API keys given without a name; unset, every key needs a name."""
     jwt_secret: str | None = None
     """HS256 shared secret."""
     jwt_public_key: str | None = None

@@ -19,7 +19,7 @@ from graphql import (
     parse,
     specified_rules,
 )
-from graphql.validation import NoSchemaIntrospectionCustomRule
+from graphql.validation import NoSchemaIntrospectionCustomRule, ValidationContext
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from strawberry.extensions import MaskErrors
@@ -62,6 +62,17 @@ def is_unexpected(error: GraphQLError) -> bool:
     else:
         log.error("unexpected error in %s", error.path, exc_info=original)
     return True
+
+
+class HideSuggestions(ASTValidationRule):
+    """With introspection off, errors name nothing of the schema that the query did not:
+    graphql-core's "Did you mean …?" suggestions would list the fields, arguments and types
+    close to a guess. Its validation can leave them out (`hide_suggestions`), which strawberry
+    does not pass on; this rule sets it on the validation's context."""
+
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        context._hide_suggestions = True
 
 
 @dataclass(slots=True)
@@ -133,6 +144,8 @@ class Schema(strawberry.Schema):
     cost_model: CostModel
     max_query_cost: int
     """0: no limit."""
+    hide_suggestions = False
+    """Also leave suggestions out of the errors of execution (a variable's misspelt field)."""
 
     def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
         """Every operation starts from its prepared document; one that does not parse goes
@@ -178,6 +191,15 @@ class Schema(strawberry.Schema):
         )
         self.process_errors([refusal])
         return ExecutionResult(data=None, errors=[refusal])
+
+    def _get_custom_context_kwargs(
+        self, operation_extensions: dict[str, Any] | None = None, *, sync: bool = False
+    ) -> dict[str, Any]:
+        """What strawberry passes to graphql-core's execute and subscribe, and ours."""
+        kwargs = super()._get_custom_context_kwargs(operation_extensions, sync=sync)
+        if self.hide_suggestions:
+            kwargs["hide_suggestions"] = True
+        return kwargs
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -279,6 +301,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
     ]
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)  # what DisableIntrospection adds
+        rules.append(HideSuggestions)
     schema = Schema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=[Gatekeeper],
         execution_context_class=with_deadline(settings.request_timeout_seconds),
@@ -286,5 +309,6 @@ def build_schema(settings: Settings | None = None) -> Schema:
     schema.documents = PreparedDocuments(schema, tuple(rules), settings.max_query_tokens)
     schema.cost_model = CostModel(schema._schema, settings.max_page_size)
     schema.max_query_cost = settings.max_query_cost
+    schema.hide_suggestions = not settings.introspection
     build_inputs_directly(schema)
     return schema

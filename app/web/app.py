@@ -19,6 +19,7 @@ from app.runtime import settle_heap
 from app.settings import Settings
 from app.web.edge import HttpEdge
 from app.web.graphql import GraphQLApp
+from app.web.hosts import LOOPBACK_NAMES, AllowedHosts
 from app.web.probes import healthz, metrics, readyz
 
 
@@ -63,10 +64,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.spa_dir.is_dir():  # the built frontend-example at /, after every other route
         app.mount("/", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
     # The last added runs first: CORS (so that refusals carry CORS headers a browser can
-    # read), then the edge: request id, deadline, body limit, and /graphql.
+    # read), then the edge: host check, request id, deadline, body limit, and /graphql.
+    # ALLOWED_HOSTS unset is set by `serve` from its --host; served some other way: loopback.
+    hosts = AllowedHosts(settings.allowed_hosts or ",".join(LOOPBACK_NAMES))
     app.add_middleware(
         HttpEdge, graphql=graphql, max_bytes=settings.max_body_bytes,
-        seconds=settings.request_timeout_seconds,
+        seconds=settings.request_timeout_seconds, hosts=hosts,
     )
     origins = parse_origins(settings.cors_origins)
     if origins:

@@ -1,4 +1,5 @@
-"""Raw ASGI that every request meets first: request id, deadline, body limit, /graphql dispatch."""
+"""Raw ASGI that every request meets first: host check, request id, deadline, body limit,
+/graphql dispatch."""
 
 from __future__ import annotations
 
@@ -11,22 +12,23 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.observability import REJECTIONS, correlation_id, new_correlation_id
+from app.web.hosts import UNCHECKED_PATHS, AllowedHosts
 
 # The name these lines carried before app/main.py became app/web/: log filters match on it.
 log = logging.getLogger("app.main")
 
 
-def _error_body(message: str, code: str) -> bytes:
+def error_body(message: str, code: str) -> bytes:
     """A GraphQL response with no data and one error, `code` in its extensions."""
     error = {"message": message, "extensions": {"code": code}}
     return json.dumps({"data": None, "errors": [error]}).encode()
 
 
-async def _send_error(
+async def send_error(
     send: Send, status: int, message: str, code: str, more_body: bool = False
 ) -> None:
     """Answer `status` with that body and close the connection after it."""
-    body = _error_body(message, code)
+    body = error_body(message, code)
     await send({
         "type": "http.response.start", "status": status,
         "headers": [
@@ -46,9 +48,28 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+async def _refuse_host(
+    scope: Scope, receive: Receive, send: Send, host: bytes | None
+) -> None:
+    """400 with a GraphQL error to a request; a websocket's handshake is closed, which uvicorn
+    answers with 403 (a handshake response of the app's own could carry the same body, but
+    uvicorn's websockets-sansio protocol then logs an ERROR)."""
+    REJECTIONS.labels("host_not_allowed").inc()
+    shown = (host or b"").decode("latin-1")[:200]
+    log.info("refused a request for host %r: not in ALLOWED_HOSTS", shown)
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send_error(send, 400, "This server does not answer for the host named in the request.",
+                     "HOST_NOT_ALLOWED")
+
+
 class HttpEdge:
     """What every request meets first, in one layer with one wrapper around `send`:
 
+    - the host check: a request whose `Host` is not one of ALLOWED_HOSTS is answered 400
+      (`HOST_NOT_ALLOWED`), a websocket 403, before anything else runs (app/web/hosts.py);
     - its correlation id: X-Request-ID taken (or made), exposed to logs and events, echoed back;
     - the body limit: a body over `max_bytes` is refused with 413, at once when Content-Length
       says so, otherwise as soon as that many bytes have arrived (the rest is never read);
@@ -61,15 +82,21 @@ class HttpEdge:
     LINGER_SECONDS = 2.0
 
     def __init__(
-        self, app: ASGIApp, graphql: ASGIApp, max_bytes: int, seconds: float
+        self, app: ASGIApp, graphql: ASGIApp, max_bytes: int, seconds: float,
+        hosts: AllowedHosts,
     ) -> None:
         self.app, self.graphql = app, graphql
         self.max_bytes, self.seconds = max_bytes, seconds
+        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host")
+        if not self.hosts.allows(host) and scope["path"] not in UNCHECKED_PATHS:
+            await _refuse_host(scope, receive, send, host)
             return
         app = self.graphql if scope["path"] == "/graphql" else self.app
         given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
@@ -133,7 +160,7 @@ class HttpEdge:
         REJECTIONS.labels("timeout").inc()
         log.warning("request to %s cancelled after %ss", scope.get("path"), self.seconds)
         if not started:
-            await _send_error(
+            await send_error(
                 send_edge, 503, f"The request took longer than {self.seconds:g} s; try again.",
                 "REQUEST_TIMEOUT",
             )
@@ -165,7 +192,7 @@ class HttpEdge:
         (a "lingering close": closing on unread data resets the connection, and a client still
         uploading would lose the 413), never keeping any of it."""
         REJECTIONS.labels("body_too_large").inc()
-        await _send_error(
+        await send_error(
             send, 413, f"The request body is larger than {self.max_bytes} bytes.",
             "REQUEST_TOO_LARGE", more_body=True,
         )

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     max_page_size: int = 500
     subscription_queue_size: int = 1000
+    graphiql: bool = True
+    """GraphiQL at GET /graphql for browsers, from the service's own files; false: not served."""
     spa_dir: Path = Path(__file__).resolve().parent.parent / "frontend-example" / "dist"
     """The built frontend-example SPA, served at `/` by `serve` when this folder exists."""
     # Abuse limits (see docs/security.md).

@@ -16,44 +16,74 @@ from app.domain import errors as domain
 OPERATION_REFUSALS = (CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError)
 
 
-@strawberry.interface
+@strawberry.interface(description=(
+    "An expected reason a mutation was refused, returned as a member of its result union. "
+    "Nothing was written. Other failures (authentication, limits, outages) are GraphQL errors "
+    "with `extensions.code` instead."
+))
 class Error:
-    message: str
-    code: str
+    message: str = strawberry.field(description="What went wrong, in words fit for a person.")
+    code: str = strawberry.field(description=(
+        "What went wrong, for programs: VALIDATION_FAILED (an input field breaks a rule), "
+        "NOT_FOUND (an id that names no live location or employee), ALREADY_EXISTS (a chosen id "
+        "is taken), EMPLOYEE_ALREADY_AT_LOCATION (a move to where the employee already works), "
+        "CONCURRENCY_CONFLICT (expectedVersion is not the entity's version)."
+    ))
 
 
-@strawberry.type
+@strawberry.type(description="One input field that breaks a rule, and the rule.")
 class FieldError:
-    field: str
-    message: str
+    field: str = strawberry.field(description=(
+        "The input field's name as in the schema, e.g. `city` or `dateOfBirth`."
+    ))
+    message: str = strawberry.field(description=(
+        "The rule it breaks, e.g. \"The City cannot be blank.\""
+    ))
 
 
-@strawberry.type
+@strawberry.type(description=(
+    "Code VALIDATION_FAILED: one or more input fields break a rule (text blank, over 200 "
+    "characters or with control characters; an id outside 1..2147483647; an employee younger "
+    "than 16; a negative expectedVersion). Every problem is listed at once."
+))
 class ValidationError(Error):
-    fields: list[FieldError]
+    fields: list[FieldError] = strawberry.field(description="Each field in error, with its rule.")
 
 
-@strawberry.type
+@strawberry.type(description=(
+    "Code NOT_FOUND: no location or employee with this id exists (a terminated employee no "
+    "longer does)."
+))
 class NotFoundError(Error):
-    entity: str
-    id: int
+    entity: str = strawberry.field(description="Which kind of entity: Location or Employee.")
+    id: int = strawberry.field(description="The id that was not found.")
 
 
-@strawberry.type
+@strawberry.type(description=(
+    "Code ALREADY_EXISTS: the id chosen for a new location or employee is already taken; leave "
+    "`id` out to get the next free one."
+))
 class AlreadyExistsError(Error):
-    entity: str
-    id: int
+    entity: str = strawberry.field(description="Which kind of entity: Location or Employee.")
+    id: int = strawberry.field(description="The id that is taken.")
 
 
-@strawberry.type
+@strawberry.type(description=(
+    "A business rule refuses the command. Code EMPLOYEE_ALREADY_AT_LOCATION: an employee cannot "
+    "be moved to the location they already work at."
+))
 class RuleViolationError(Error):
     pass
 
 
-@strawberry.type
+@strawberry.type(description=(
+    "Code CONCURRENCY_CONFLICT: the mutation's expectedVersion is not the entity's version; "
+    "someone changed it since you read it. Read it again and decide again. (Without "
+    "expectedVersion, concurrent commands are retried by the service instead.)"
+))
 class ConflictError(Error):
-    expected_version: int | None
-    actual_version: int | None
+    expected_version: int | None = strawberry.field(description="The version the mutation gave.")
+    actual_version: int | None = strawberry.field(description="The entity's version now.")
 
 
 def _camel(name: str) -> str:

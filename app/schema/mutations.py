@@ -17,6 +17,7 @@ from app.event_store.base import StoreUnavailable
 from app.observability import COMMANDS
 from app.projections import batch
 from app.projections.documents import Doc, DocKey
+from app.schema import described
 from app.schema.context import Context
 from app.schema.errors import (
     AlreadyExistsError,
@@ -34,88 +35,135 @@ log = logging.getLogger(__name__)
 Info = strawberry.Info[Context, None]
 C = TypeVar("C")
 
+IDEMPOTENCY_KEY = (
+    "Any text of yours naming this command (a UUID, say). Sending the same key again returns "
+    "the first result (same entity, same position) and writes nothing: retry a mutation whose "
+    "answer you did not get with the same key. The same key with a different input is refused "
+    "(IDEMPOTENCY_KEY_REUSED)."
+)
+EXPECTED_VERSION = (
+    "The employee's `version` as you last read it: if it changed since, nothing is written and "
+    "the answer is a ConflictError. Leave it out to apply the change to whatever version is "
+    "current."
+)
+POSITION = (
+    "The position (in the event store's global order) of the command's last event. Pass it as "
+    "minPosition to a later query to be sure that it shows this write."
+)
 
-@strawberry.input
+
+# The one argument of every mutation.
+INPUT = strawberry.argument(description="The command: what to do, with its parameters.")
+
+
+def text(description: str) -> Any:
+    """An input's text field, with its limits stated after `description`."""
+    return strawberry.field(description=(
+        f"{description} Not blank, at most 200 characters, no control characters."
+    ))
+
+
+@strawberry.input(description="A new location.")
 class CreateLocationInput:
-    street_address: str
-    city: str
-    state: str
-    postal_code: str
-    id: int | None = None
-    idempotency_key: str | None = None
+    street_address: str = text("Street and number.")
+    city: str = text("City.")
+    state: str = text("State or region.")
+    postal_code: str = text("Postal code.")
+    id: int | None = strawberry.field(default=None, description=(
+        "The id to give it, 1..2147483647; left out, the next free id is used."
+    ))
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY_KEY)
 
 
-@strawberry.input
+@strawberry.input(description="A hire: a new employee and the location they start at.")
 class CreateEmployeeInput:
-    first_name: str
-    last_name: str
-    date_of_birth: dt.date
-    job_title: str
-    location_id: int
-    id: int | None = None
-    idempotency_key: str | None = None
+    first_name: str = text("First name.")
+    last_name: str = text("Last name.")
+    date_of_birth: dt.date = strawberry.field(description=(
+        "Date of birth (YYYY-MM-DD); the employee must be 16 or older today."
+    ))
+    job_title: str = text("Job title.")
+    location_id: int = strawberry.field(description="The location they start at; it must exist.")
+    id: int | None = strawberry.field(default=None, description=(
+        "The id to give them, 1..2147483647; left out, the next free id is used."
+    ))
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY_KEY)
 
 
-@strawberry.input
+@strawberry.input(description="A move of an employee to another location.")
 class AssignEmployeeToLocationInput:
-    employee_id: int
-    location_id: int
-    expected_version: int | None = None
-    idempotency_key: str | None = None
+    employee_id: int = strawberry.field(description="The employee to move.")
+    location_id: int = strawberry.field(description="The location to move them to.")
+    expected_version: int | None = strawberry.field(default=None, description=EXPECTED_VERSION)
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY_KEY)
 
 
-@strawberry.input
+@strawberry.input(description="A new job title for an employee.")
 class ChangeEmployeeJobTitleInput:
-    employee_id: int
-    job_title: str
-    expected_version: int | None = None
-    idempotency_key: str | None = None
+    employee_id: int = strawberry.field(description="The employee.")
+    job_title: str = text("The new job title.")
+    expected_version: int | None = strawberry.field(default=None, description=EXPECTED_VERSION)
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY_KEY)
 
 
-@strawberry.input
+@strawberry.input(description="The end of an employment.")
 class TerminateEmployeeInput:
-    employee_id: int
-    expected_version: int | None = None
-    idempotency_key: str | None = None
+    employee_id: int = strawberry.field(description="The employee whose employment ends.")
+    expected_version: int | None = strawberry.field(default=None, description=EXPECTED_VERSION)
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY_KEY)
 
 
-@strawberry.type
+@strawberry.type(description="A location was written.")
 class LocationPayload:
-    location: Location
-    position: int
+    location: Location = strawberry.field(description="The location as it is after the command.")
+    position: int = strawberry.field(description=POSITION)
 
 
-@strawberry.type
+@strawberry.type(description="An employee was written.")
 class EmployeePayload:
-    employee: Employee
-    position: int
+    employee: Employee = strawberry.field(description=(
+        "The employee as they are after the command."
+    ))
+    position: int = strawberry.field(description=POSITION)
 
 
-@strawberry.type
+@strawberry.type(description="An employment ended.")
 class TerminatePayload:
-    employee_id: int
-    position: int
+    employee_id: int = strawberry.field(description=(
+        "The employee terminated (no longer found from now on)."
+    ))
+    position: int = strawberry.field(description=POSITION)
 
 
 CreateLocationResult = Annotated[
     LocationPayload | ValidationError | AlreadyExistsError,
-    strawberry.union("CreateLocationResult"),
+    strawberry.union("CreateLocationResult", description=(
+        "The new location, or why it was not opened."
+    )),
 ]
 CreateEmployeeResult = Annotated[
     EmployeePayload | ValidationError | AlreadyExistsError | NotFoundError,
-    strawberry.union("CreateEmployeeResult"),
+    strawberry.union("CreateEmployeeResult", description=(
+        "The new employee, or why they were not hired (NotFoundError: no such location)."
+    )),
 ]
 AssignEmployeeToLocationResult = Annotated[
     EmployeePayload | ValidationError | NotFoundError | RuleViolationError | ConflictError,
-    strawberry.union("AssignEmployeeToLocationResult"),
+    strawberry.union("AssignEmployeeToLocationResult", description=(
+        "The moved employee, or why they were not moved."
+    )),
 ]
 ChangeEmployeeJobTitleResult = Annotated[
     EmployeePayload | ValidationError | NotFoundError | ConflictError,
-    strawberry.union("ChangeEmployeeJobTitleResult"),
+    strawberry.union("ChangeEmployeeJobTitleResult", description=(
+        "The employee with their new title, or why it was not changed."
+    )),
 ]
 TerminateEmployeeResult = Annotated[
     TerminatePayload | NotFoundError | ConflictError,
-    strawberry.union("TerminateEmployeeResult"),
+    strawberry.union("TerminateEmployeeResult", description=(
+        "The terminated employee's id, or why the employment did not end."
+    )),
 ]
 
 
@@ -181,10 +229,20 @@ async def employee_payload(info: Info, outcome: CommandResult | Any) -> Any:
     return EmployeePayload(employee=Employee.from_doc(doc), position=outcome.position)
 
 
-@strawberry.type
+@strawberry.type(description=(
+    "Every mutation is one command: its events are appended to the event store together, or "
+    "nothing is written. It answers once the read model shows its effect (or, if the projector "
+    "takes longer than READ_MODEL_WAIT_SECONDS, with the entity as last projected). Expected "
+    "refusals are members of the result union; the writer role is needed when authentication "
+    "is on (else UNAUTHENTICATED or FORBIDDEN)."
+))
 class Mutation:
-    @strawberry.mutation
-    async def create_location(self, info: Info, input: CreateLocationInput) -> CreateLocationResult:
+    @described.mutation(
+        "Open a location: event LocationCreated."
+    )
+    async def create_location(
+        self, info: Info, input: Annotated[CreateLocationInput, INPUT]
+    ) -> CreateLocationResult:
         command = c.CreateLocation(
             input.street_address, input.city, input.state, input.postal_code, input.id
         )
@@ -198,8 +256,13 @@ class Mutation:
         doc = await projected(info, ("location", outcome.entity_id), outcome.position)
         return LocationPayload(location=Location.from_doc(doc), position=outcome.position)
 
-    @strawberry.mutation
-    async def create_employee(self, info: Info, input: CreateEmployeeInput) -> CreateEmployeeResult:
+    @described.mutation(
+        "Hire someone at a location: events EmployeeCreated and EmployeeAssignedToLocation, "
+        "committed together."
+    )
+    async def create_employee(
+        self, info: Info, input: Annotated[CreateEmployeeInput, INPUT]
+    ) -> CreateEmployeeResult:
         command = c.CreateEmployee(
             input.first_name, input.last_name, input.date_of_birth, input.job_title,
             input.location_id, input.id,
@@ -211,9 +274,12 @@ class Mutation:
         )
         return await employee_payload(info, outcome)  # type: ignore[no-any-return]
 
-    @strawberry.mutation
+    @described.mutation(
+        "Move an employee to another location: EmployeeRemovedFromLocation (the old one) and "
+        "EmployeeAssignedToLocation (the new one), committed together."
+    )
     async def assign_employee_to_location(
-        self, info: Info, input: AssignEmployeeToLocationInput
+        self, info: Info, input: Annotated[AssignEmployeeToLocationInput, INPUT]
     ) -> AssignEmployeeToLocationResult:
         command = c.AssignEmployeeToLocation(
             input.employee_id, input.location_id, input.expected_version
@@ -225,9 +291,9 @@ class Mutation:
         )
         return await employee_payload(info, outcome)  # type: ignore[no-any-return]
 
-    @strawberry.mutation
+    @described.mutation("Change an employee's job title: EmployeeJobTitleChanged.")
     async def change_employee_job_title(
-        self, info: Info, input: ChangeEmployeeJobTitleInput
+        self, info: Info, input: Annotated[ChangeEmployeeJobTitleInput, INPUT]
     ) -> ChangeEmployeeJobTitleResult:
         command = c.ChangeEmployeeJobTitle(
             input.employee_id, input.job_title, input.expected_version
@@ -239,9 +305,13 @@ class Mutation:
         )
         return await employee_payload(info, outcome)  # type: ignore[no-any-return]
 
-    @strawberry.mutation
+    @described.mutation(
+        "End an employment: EmployeeRemovedFromLocation and EmployeeTerminated, committed "
+        "together. The employee is no longer found afterwards (but still is in the past: "
+        "asOf / atPosition before it)."
+    )
     async def terminate_employee(
-        self, info: Info, input: TerminateEmployeeInput
+        self, info: Info, input: Annotated[TerminateEmployeeInput, INPUT]
     ) -> TerminateEmployeeResult:
         command = c.TerminateEmployee(input.employee_id, input.expected_version)
         handlers = info.context.services.handlers

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 import strawberry
 
+from app.schema import described
 from app.schema.context import Context
 from app.schema.errors import ClientError
 from app.schema.types import (
@@ -21,6 +23,30 @@ from app.schema.types import (
 )
 
 Info = strawberry.Info[Context, None]
+
+# The arguments every query of the read model takes.
+AsOf = Annotated[dt.datetime | None, strawberry.argument(description=(
+    "Time travel to a moment: the answer is the state right after the last commit recorded at "
+    "or before this time (ISO 8601, e.g. 2030-01-01T12:00:00Z; without a time zone, UTC). "
+    "Before the first event everything is empty. Give at most one of asOf and atPosition."
+))]
+AtPosition = Annotated[int | None, strawberry.argument(description=(
+    "Time travel to a position. Every event has one: its place in the event store's single "
+    "global order, 1, 2, 3… in commit order with no gaps. The answer is the state right after "
+    "the last commit ending at or before this position (0: before the first event). The "
+    "events of a command commit together, so no answer shows half a command; a position beyond "
+    "what the read model holds is answered at its newest commit. Not negative; give at most "
+    "one of asOf and atPosition (else BAD_USER_INPUT)."
+))]
+MinPosition = Annotated[int | None, strawberry.argument(description=(
+    "Read your writes: first wait until the read model has applied this position (say, the "
+    "`position` a mutation returned), at most READ_MODEL_WAIT_SECONDS (5 s by default); if it "
+    "does not, the error STALE_READ_MODEL."
+))]
+PAGE_SIZE = (
+    "How many to return at most: 0..MAX_PAGE_SIZE (500 by default; else BAD_USER_INPUT). It is "
+    "also the factor by which the query cost multiplies what is selected inside the list."
+)
 
 
 async def read_point(
@@ -62,21 +88,31 @@ def page_size(info: Info, first: int | None, default: int) -> int:
     return first
 
 
-@strawberry.type
+@strawberry.type(description=(
+    "Reads. They are answered from the read model, a projection of the event store kept up to "
+    "date by the projector a moment after each commit (minPosition waits for a given one); "
+    "`events` reads the event store itself. A missing entity is null, lists are ordered by id. "
+    "Every read of the read model can travel back in time (asOf or atPosition), nested fields "
+    "at the same point. The reader role is needed when authentication is on (else "
+    "UNAUTHENTICATED or FORBIDDEN). Every operation is priced before it runs (its cost, at most "
+    "MAX_QUERY_COST): each field selected counts, a list multiplies what is selected inside it "
+    "by its page size, and time travel doubles the price."
+))
 class Query:
-    @strawberry.field
+    @described.field("One location, or null when there is none with this id (at that point).")
     async def location(
-        self, info: Info, id: int, as_of: dt.datetime | None = None,
-        at_position: int | None = None, min_position: int | None = None,
+        self, info: Info,
+        id: Annotated[int, strawberry.argument(description="The location's id.")],
+        as_of: AsOf = None, at_position: AtPosition = None, min_position: MinPosition = None,
     ) -> Location | None:
         at = await read_point(info, as_of, at_position, min_position)
         doc = await info.context.doc("location", id, at)
         return Location.from_doc(doc, at) if doc is not None else None
 
-    @strawberry.field
+    @described.field("Every location, ordered by id.")
     async def locations(
-        self, info: Info, as_of: dt.datetime | None = None,
-        at_position: int | None = None, min_position: int | None = None,
+        self, info: Info, as_of: AsOf = None, at_position: AtPosition = None,
+        min_position: MinPosition = None,
     ) -> list[Location]:
         at = await read_point(info, as_of, at_position, min_position)
         read_model = info.context.services.read_model
@@ -84,20 +120,31 @@ class Query:
         info.context.prime("location", at, docs)
         return [Location.from_doc(doc, at) for doc in docs]
 
-    @strawberry.field
+    @described.field(
+        "One employee, or null when there is none with this id (at that point): never hired, or "
+        "terminated."
+    )
     async def employee(
-        self, info: Info, id: int, as_of: dt.datetime | None = None,
-        at_position: int | None = None, min_position: int | None = None,
+        self, info: Info,
+        id: Annotated[int, strawberry.argument(description="The employee's id.")],
+        as_of: AsOf = None, at_position: AtPosition = None, min_position: MinPosition = None,
     ) -> Employee | None:
         at = await read_point(info, as_of, at_position, min_position)
         doc = await info.context.doc("employee", id, at)
         return Employee.from_doc(doc, at) if doc is not None else None
 
-    @strawberry.field
+    @described.field("Employees, a page at a time, ordered by id.")
     async def employees(
-        self, info: Info, location_id: int | None = None, first: int | None = 50,
-        after: str | None = None, as_of: dt.datetime | None = None,
-        at_position: int | None = None, min_position: int | None = None,
+        self, info: Info,
+        location_id: Annotated[int | None, strawberry.argument(description=(
+            "Only the employees of this location (at the same point in time)."
+        ))] = None,
+        first: Annotated[int | None, strawberry.argument(description=PAGE_SIZE)] = 50,
+        after: Annotated[str | None, strawberry.argument(description=(
+            "Start after this cursor (a page's endCursor); a cursor this API did not give out "
+            "is BAD_USER_INPUT."
+        ))] = None,
+        as_of: AsOf = None, at_position: AtPosition = None, min_position: MinPosition = None,
     ) -> EmployeeConnection:
         at = await read_point(info, as_of, at_position, min_position)
         first = page_size(info, first, 50)
@@ -133,16 +180,25 @@ class Query:
             total_count=total,
         )
 
-    @strawberry.field
+    @described.field(
+        "The event log itself, read from the event store in position order: what happened, "
+        "when, and at whose request."
+    )
     async def events(
-        self, info: Info, after: int | None = 0, first: int | None = 100,
-        stream_id: str | None = None,
+        self, info: Info,
+        after: Annotated[int | None, strawberry.argument(description=(
+            "Start after this position (0: from the first event)."
+        ))] = 0,
+        first: Annotated[int | None, strawberry.argument(description=PAGE_SIZE)] = 100,
+        stream_id: Annotated[str | None, strawberry.argument(description=(
+            "Only this stream's events: `location-{id}` or `employee-{id}`."
+        ))] = None,
     ) -> list[Event]:
         first = page_size(info, first, 100)
         recorded = await info.context.services.store.read_all(after or 0, first, stream_id)
         return [Event.from_recorded(e) for e in recorded]
 
-    @strawberry.field
+    @described.field("How far the read model has caught up with the event store.")
     async def projection_status(self, info: Info) -> ProjectionStatus:
         services = info.context.services
         position = await services.read_model.checkpoint()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
 from app.projections.documents import Change
 from app.read_model.changes import Batch
 from app.read_model.hub import Subscriber, SubscriptionClosed
+from app.schema import described
 from app.schema.context import Context
 from app.schema.errors import ClientError
 from app.schema.types import Employee, Event, Location
@@ -19,27 +20,43 @@ Info = strawberry.Info[Context, None]
 REPLAY_PAGE = 500
 
 
-@strawberry.enum
+@strawberry.enum(description="What a change did to the entity in the read model.")
 class ChangeKind(Enum):
-    CREATED = "CREATED"
-    UPDATED = "UPDATED"
-    REMOVED = "REMOVED"
+    CREATED = strawberry.enum_value("CREATED", description="It exists from this change on.")
+    UPDATED = strawberry.enum_value("UPDATED", description=(
+        "It changed: a field, its version, or (for a location) its employees."
+    ))
+    REMOVED = strawberry.enum_value("REMOVED", description=(
+        "It no longer exists (an employee terminated)."
+    ))
 
 
-@strawberry.type
+CHANGE_POSITION = (
+    "The position (in the event store's global order) of the commit that made the change; the "
+    "read model had applied it before the change was sent."
+)
+
+
+@strawberry.type(description="A location changed in the read model.")
 class LocationChange:
-    position: int
-    kind: ChangeKind
-    location_id: int
-    location: Location | None
+    position: int = strawberry.field(description=CHANGE_POSITION)
+    kind: ChangeKind = strawberry.field(description="What the change did.")
+    location_id: int = strawberry.field(description="The location's id.")
+    location: Location | None = strawberry.field(description=(
+        "The location after the change (null when removed); its nested fields are read at the "
+        "change's position."
+    ))
 
 
-@strawberry.type
+@strawberry.type(description="An employee changed in the read model.")
 class EmployeeChange:
-    position: int
-    kind: ChangeKind
-    employee_id: int
-    employee: Employee | None
+    position: int = strawberry.field(description=CHANGE_POSITION)
+    kind: ChangeKind = strawberry.field(description="What the change did.")
+    employee_id: int = strawberry.field(description="The employee's id.")
+    employee: Employee | None = strawberry.field(description=(
+        "The employee after the change (null when terminated); nested fields are read at the "
+        "change's position."
+    ))
 
 
 async def changes(
@@ -70,11 +87,22 @@ def _at_location(location_id: int, change: Change) -> bool:
     return location_id in (doc_location, change.previous_location_id)
 
 
-@strawberry.type
+@strawberry.type(description=(
+    "Pushed over a websocket (graphql-transport-ws or graphql-ws) in position order, after the "
+    "read model holds each change. A subscriber that falls SUBSCRIPTION_QUEUE_SIZE batches "
+    "behind is ended with the error SUBSCRIBER_TOO_SLOW. The reader role is needed when "
+    "authentication is on, sent in connection_init (`{\"Authorization\": \"Bearer …\"}`)."
+))
 class Subscription:
-    @strawberry.subscription
+    @described.subscription(
+        "Each change to locations. Ends with CHANGES_INTERRUPTED if the change feed had a gap "
+        "(resubscribe and query again)."
+    )
     async def location_changed(
-        self, info: Info, id: int | None = None
+        self, info: Info,
+        id: Annotated[int | None, strawberry.argument(description=(
+            "Only this location's changes (all locations when left out)."
+        ))] = None,
     ) -> AsyncGenerator[LocationChange, None]:
         def wanted(change: Change) -> bool:
             return change.entity == "location" and id in (None, change.entity_id)
@@ -87,9 +115,19 @@ class Subscription:
                 location=Location.from_doc(doc, change.position) if doc is not None else None,
             )
 
-    @strawberry.subscription
+    @described.subscription(
+        "Each change to employees. Ends with CHANGES_INTERRUPTED if the change feed had a gap "
+        "(resubscribe and query again)."
+    )
     async def employee_changed(
-        self, info: Info, id: int | None = None, location_id: int | None = None
+        self, info: Info,
+        id: Annotated[int | None, strawberry.argument(description=(
+            "Only this employee's changes."
+        ))] = None,
+        location_id: Annotated[int | None, strawberry.argument(description=(
+            "Only changes of employees at this location, before or after the change: a move "
+            "is seen by subscribers of both the old and the new location."
+        ))] = None,
     ) -> AsyncGenerator[EmployeeChange, None]:
         def wanted(change: Change) -> bool:
             return (
@@ -106,10 +144,22 @@ class Subscription:
                 employee=Employee.from_doc(doc, change.position) if doc is not None else None,
             )
 
-    @strawberry.subscription
+    @described.subscription(
+        "Every event after `after`, replayed from the event store, then live as they are "
+        "committed: no gap and no duplicate at the switch. Reconnect with the last position "
+        "you saw to resume exactly."
+    )
     async def events(
-        self, info: Info, after: int | None = None, stream_id: str | None = None,
-        types: list[str] | None = None,
+        self, info: Info,
+        after: Annotated[int | None, strawberry.argument(description=(
+            "Start after this position; left out, with the next event committed."
+        ))] = None,
+        stream_id: Annotated[str | None, strawberry.argument(description=(
+            "Only this stream's events: `location-{id}` or `employee-{id}`."
+        ))] = None,
+        types: Annotated[list[str] | None, strawberry.argument(description=(
+            "Only events of these types, such as EmployeeAssignedToLocation."
+        ))] = None,
     ) -> AsyncGenerator[Event, None]:
         """Every stored event after `after` from the store, then live: no gap, no duplicate."""
         services = info.context.services

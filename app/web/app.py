@@ -18,6 +18,7 @@ from app.observability import WEBSOCKETS, configure_logging
 from app.runtime import settle_heap
 from app.settings import Settings
 from app.web.edge import HttpEdge
+from app.web.graphiql import GraphiQLAssets
 from app.web.graphql import GraphQLApp
 from app.web.hosts import LOOPBACK_NAMES, AllowedHosts
 from app.web.probes import healthz, metrics, readyz
@@ -61,6 +62,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    if settings.graphiql:  # the page itself is GET /graphql (app/web/graphql.py)
+        app.mount("/graphiql/assets", GraphiQLAssets(), name="graphiql")
     if settings.spa_dir.is_dir():  # the built frontend-example at /, after every other route
         app.mount("/", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
     # The last added runs first: CORS (so that refusals carry CORS headers a browser can

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -20,6 +21,7 @@ from app.bootstrap import Services
 from app.observability import REJECTIONS, correlation_id, new_correlation_id
 from app.schema import build_schema
 from app.schema.context import Context
+from app.web.graphiql import graphiql_page
 from app.web.websockets import LegacyWSHandler, SocketAdapter, TransportWSHandler
 
 
@@ -35,13 +37,17 @@ class GraphQLApp(GraphQL[Context, None]):
         settings = services.settings
         super().__init__(
             build_schema(settings),
-            graphql_ide="graphiql",
+            graphql_ide="graphiql" if settings.graphiql else None,  # our page, not the CDN's
             connection_init_wait_timeout=dt.timedelta(seconds=settings.ws_init_timeout_seconds),
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
             allowed_origins=parse_origins(settings.cors_origins),
         )
         self.services = services
         self.authenticator = Authenticator(settings)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from the service's own files (app/web/graphiql.py)."""
+        return graphiql_page()
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(self.services, correlation_id.get() or new_correlation_id())

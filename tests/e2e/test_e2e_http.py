@@ -960,11 +960,23 @@ async def test_employees_are_paginated_by_id_with_cursors_and_filtered_by_locati
 
 
 async def test_graphiql_is_served_to_browsers(api: Api) -> None:
+    """The service's own page (tests/e2e/test_graphiql.py drives it in a browser), whose
+    scripts and styles the service serves too, and a policy that lets it load nothing else."""
     page = await api.http.get("/graphql", headers={"Accept": "text/html"})
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "graphiql" in page.text.lower()
-    assert "<html" in page.text.lower()
+    assert page.headers["cache-control"] == "no-cache"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "<title>GraphiQL · restaurant network</title>" in page.text
+    assets = re.findall(r'(?:src|href)="(/[^"]*)"', page.text)
+    assert len(assets) >= 2, page.text  # its script and stylesheet
+    for path in assets:
+        assert path.startswith("/graphiql/assets/"), path
+        asset = await api.http.get(path)
+        assert asset.status_code == 200, path
+        assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
+    missing = await api.http.get("/graphiql/assets/no-such-file.js")
+    assert missing.status_code == 404
 
 
 async def test_metrics_are_prometheus_text_and_count_appends(api: Api) -> None:

@@ -1,17 +1,16 @@
 """End to end in a real browser: frontend-example/ (the SPA) served by `python -m app serve` at /.
 
-Debian's Chromium (/usr/bin/chromium) driven by Playwright for Python; `playwright install` is
-never used. The SPA is built first when `frontend-example/dist` is missing or older than its
-sources (`npm ci` when node_modules is missing, then `npm run build`). Two browser windows work on
-one server: what one does, the other shows without a reload (subscriptions), and the time-travel
-slider shows the company as it was. Screenshots of the main screens land in screenshots/.
+Debian's Chromium driven by Playwright for Python (tests/harness/browser.py). The SPA is built
+first when `frontend-example/dist` is missing or older than its sources (`npm ci` when
+node_modules is missing, then `npm run build`). Two browser windows work on one server: what one
+does, the other shows without a reload (subscriptions), and the time-travel slider shows the
+company as it was. Screenshots of the main screens land in screenshots/.
 
 Without Chromium, npm or Playwright the test is skipped locally; with CI=true it fails instead.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from tests.harness.browser import IN_CI, chromium, unavailable
 from tests.harness.server import RunningServer, running_server
 
 if TYPE_CHECKING:
@@ -30,23 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 FRONTEND = REPO / "frontend-example"
 DIST = FRONTEND / "dist"
 SCREENSHOTS = REPO / "screenshots"
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-IN_CI = os.environ.get("CI", "").lower() == "true"
 BUILD_TIMEOUT_SECONDS = 600
-EXPECT_TIMEOUT_MS = 10_000
 DESKTOP = {"width": 1360, "height": 900}
 PHONE = {"width": 390, "height": 844}
-
-
-def unavailable(reason: str) -> None:
-    """Skip locally; under CI=true the browser test must run, so fail."""
-    if IN_CI:
-        pytest.fail(f"{reason}: under CI=true the SPA must be tested in a browser")
-    pytest.skip(reason)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,22 +90,8 @@ def spa_dist() -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install -e '.[dev]')")
-        raise AssertionError("unreachable") from None
-    if not CHROMIUM.is_file():
-        unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -67,6 +67,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from app.auth import Authenticator
     from app.embedded_redis import redis_url
+    from app.observability import MULTIPROCESS_VARIABLE, prepare_multiprocess_dir
     from app.web.hosts import WILDCARD_BINDS, default_allowed_hosts
 
     try:  # refused authentication settings stop `serve` with one line, before anything starts
@@ -76,6 +77,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
+    if args.workers > 1:  # each scrape reaches one worker: it answers for all of them
+        metrics_dir = prepare_multiprocess_dir(settings.var_dir.resolve())
+        os.environ[MULTIPROCESS_VARIABLE] = str(metrics_dir)
     if not settings.allowed_hosts:  # what the app's host check allows (app/web/hosts.py)
         hosts = os.environ["ALLOWED_HOSTS"] = default_allowed_hosts(args.host)
         if args.host in WILDCARD_BINDS:

@@ -91,7 +91,7 @@ class JwksKeys:
                         error, len(self.keys))
             return False
         keys = {key.key_id: key for key in published
-                if key.key_id and key.key_type in ASYMMETRIC_KEY_TYPES}
+                if isinstance(key.key_id, str) and key.key_type in ASYMMETRIC_KEY_TYPES}
         if keys.keys() != self.keys.keys():
             log.info("JWT_JWKS_URL: signing keys %s", ", ".join(sorted(keys)) or "none")
         self.keys = keys

@@ -53,7 +53,7 @@ PROJECTION_BATCH = Histogram(
     "cqrs_projection_batch_events", "Events per projected batch",
     buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000, 5000),
 )
-APPENDS = Counter("cqrs_appends_total", "Appends committed by this process")
+APPENDS = Counter("cqrs_appends_total", "Appends committed")
 SUBSCRIBERS = Gauge(
     "cqrs_subscribers", "Subscriptions being fed right now", multiprocess_mode="livesum"
 )
@@ -90,21 +90,18 @@ def prepare_multiprocess_dir(var_dir: Path) -> Path:
     return path
 
 
-_workers_registry: CollectorRegistry | None = None
+# What a scrape reads under workers: every worker's files, read anew at each collection.
+_WORKERS = CollectorRegistry()
+if MULTIPROCESS_DIR is not None:
+    multiprocess.MultiProcessCollector(_WORKERS, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
 
 
 def exposition() -> bytes:
     """The Prometheus text of a scrape: this process's metrics, or under workers all of them."""
-    global _workers_registry
     if MULTIPROCESS_DIR is None:
         return generate_latest(REGISTRY)
     _forget_dead_workers(MULTIPROCESS_DIR)
-    if _workers_registry is None:  # the collector reads the files anew at every scrape
-        _workers_registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
-            _workers_registry, MULTIPROCESS_DIR
-        )
-    return generate_latest(_workers_registry)
+    return generate_latest(_WORKERS)
 
 
 def worker_stopped() -> None:

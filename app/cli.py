@@ -1,4 +1,5 @@
-"""`python -m app …`: serve, project, rebuild, status, seed-demo, export-schema."""
+"""`python -m app …` (or the installed `restaurant-cqrs …`): serve, project, rebuild, status,
+seed-demo, export-schema."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from app.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    """The command line; also the `restaurant-cqrs` console script (pyproject.toml)."""
+    parser = argparse.ArgumentParser(prog=_program(), description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the GraphQL API (and the projector)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -54,20 +56,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _program() -> str:
+    """How the user called us, for usage lines: `python -m app` or the console script's name."""
+    called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m app" if called in ("", "__main__.py", "-c") else called
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.auth import Authenticator
     from app.embedded_redis import redis_url
+    from app.observability import MULTIPROCESS_VARIABLE, prepare_multiprocess_dir
     from app.web.hosts import WILDCARD_BINDS, default_allowed_hosts
 
     try:  # refused authentication settings stop `serve` with one line, before anything starts
         Authenticator(settings)
     except ValueError as error:
-        print(f"python -m app serve: {error}", file=sys.stderr)
+        print(f"{_program()} serve: {error}", file=sys.stderr)
         return 2
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
+    if args.workers > 1:  # each scrape reaches one worker: it answers for all of them
+        metrics_dir = prepare_multiprocess_dir(settings.var_dir.resolve())
+        os.environ[MULTIPROCESS_VARIABLE] = str(metrics_dir)
     if not settings.allowed_hosts:  # what the app's host check allows (app/web/hosts.py)
         hosts = os.environ["ALLOWED_HOSTS"] = default_allowed_hosts(args.host)
         if args.host in WILDCARD_BINDS:

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     """HS256 shared secret."""
     jwt_public_key: str | None = None
     """RS256 public key (PEM)."""
+    jwt_jwks_url: str | None = None
+    """An OpenID Connect provider's JWKS document (http(s)): RS/ES/EdDSA keys chosen by `kid`."""
+    jwt_jwks_refresh_seconds: float = 300.0
+    """How often the JWKS is fetched again (keys rotated in or out)."""
+    jwt_jwks_min_refetch_seconds: float = 10.0
+    """The least time between two fetches of the JWKS caused by tokens naming unknown keys."""
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
 

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import parse_origins
 from app.bootstrap import bootstrap
-from app.observability import WEBSOCKETS, configure_logging
+from app.observability import WEBSOCKETS, configure_logging, worker_stopped
 from app.runtime import settle_heap
 from app.settings import Settings
 from app.web.edge import HttpEdge
@@ -33,11 +33,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with bootstrap(settings) as services:
-            holder["graphql"] = GraphQLApp(services)
-            _app.state.services = services
-            settle_heap(settings.gc_threshold)
-            yield
+        try:
+            async with bootstrap(settings) as services:
+                holder["graphql"] = GraphQLApp(services)
+                _app.state.services = services
+                settle_heap(settings.gc_threshold)
+                yield
+        finally:
+            worker_stopped()
 
     class GraphQLEndpoint:
         """The schema's ASGI app, which exists once the lifespan has built the services."""

@@ -44,6 +44,8 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self.services = services
         self.authenticator = Authenticator(settings)
+        if self.authenticator.jwks is not None:
+            services.spawn(self.authenticator.jwks.keep_fresh(), "jwks")
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL from the service's own files (app/web/graphiql.py)."""
@@ -52,9 +54,10 @@ class GraphQLApp(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(self.services, correlation_id.get() or new_correlation_id())
         if self.authenticator.enabled:
+            header = request.headers.get("authorization")
             try:
-                context.principal = self.authenticator.from_header(
-                    request.headers.get("authorization")
+                context.principal = await self.authenticator.fetching_keys(
+                    lambda: self.authenticator.from_header(header)
                 )
             except AuthError as error:  # refused when an operation executes
                 context.principal, context.auth_error = None, error
@@ -68,7 +71,9 @@ class GraphQLApp(GraphQL[Context, None]):
         if context.auth_error is None and context.principal is not None and not params:
             return await super().on_ws_connect(context)  # the handshake's Authorization header
         try:
-            context.principal = self.authenticator.from_connection_params(params)
+            context.principal = await self.authenticator.fetching_keys(
+                lambda: self.authenticator.from_connection_params(params)
+            )
         except AuthError as error:
             REJECTIONS.labels("unauthenticated").inc()
             raise ConnectionRejectionError({"message": error.message, "code": error.code}) from None

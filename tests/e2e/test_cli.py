@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import venv
 from pathlib import Path
 
 import graphql
@@ -11,6 +14,7 @@ import graphql
 from tests.harness.server import app_env
 
 TIMEOUT_SECONDS = 120
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(
@@ -132,3 +136,43 @@ def test_rebuild_builds_a_new_generation_with_progress_switches_and_deletes_the_
         "lag:                0",
         "generation:         2",
     ]
+
+
+def test_the_installed_console_script_is_the_cli(tmp_path: Path) -> None:
+    """What `pipx install .` does: the project installed into a virtual environment of its own
+    (seeing this interpreter's packages, so nothing is downloaded but the build backend) from a
+    copy of its sources, then its `restaurant-cqrs` command run from that environment's bin/,
+    with no PYTHONPATH: the code that answers is the installed copy."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PROJECT_ROOT / name, source / name)
+    shutil.copytree(PROJECT_ROOT / "app", source / "app",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    environment = tmp_path / "venv"
+    venv.create(environment, system_site_packages=True, with_pip=True)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    installed = subprocess.run(
+        [str(environment / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
+         "--disable-pip-version-check", str(source)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+
+    script = shutil.which("restaurant-cqrs", path=str(environment / "bin"))
+    assert script is not None, "the install put no restaurant-cqrs command in bin/"
+    work = tmp_path / "work"
+    work.mkdir()
+    exported = subprocess.run(
+        [script, "export-schema"], cwd=work, env=env, capture_output=True, text=True,
+        timeout=TIMEOUT_SECONDS, check=False,
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout == (PROJECT_ROOT / "schema.graphql").read_text()
+    usage = subprocess.run(
+        [script, "--help"], cwd=work, env=env, capture_output=True, text=True,
+        timeout=TIMEOUT_SECONDS, check=False,
+    )
+    assert usage.stdout.startswith("usage: restaurant-cqrs "), usage.stdout
+    assert list(work.iterdir()) == [], "export-schema must not create a database or var/"

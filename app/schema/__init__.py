@@ -15,6 +15,7 @@ from graphql import (
     DocumentNode,
     FragmentDefinitionNode,
     GraphQLError,
+    ValuesOfCorrectTypeRule,
     get_operation_ast,
     parse,
     specified_rules,
@@ -32,7 +33,13 @@ from app.auth import ANONYMOUS, EXPIRED, READER, WRITER, AuthError, Principal
 from app.event_store.base import StoreUnavailable
 from app.observability import REJECTIONS, correlation_id
 from app.schema.cost import CostModel
-from app.schema.errors import OPERATION_REFUSALS, ClientError, with_code, with_refusal_code
+from app.schema.errors import (
+    OPERATION_REFUSALS,
+    ClientError,
+    ValuesOfCorrectType,
+    with_code,
+    with_refusal_code,
+)
 from app.schema.execution import with_deadline
 from app.schema.inputs import build_inputs_directly
 from app.schema.limits import shape_limits_rule
@@ -296,9 +303,10 @@ class Gatekeeper(MaskErrors):
 def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
     rules: list[type[ASTValidationRule]] = [
-        *specified_rules,
-        shape_limits_rule(settings.max_query_depth, settings.max_aliases),
+        ValuesOfCorrectType if rule is ValuesOfCorrectTypeRule else rule
+        for rule in specified_rules
     ]
+    rules.append(shape_limits_rule(settings.max_query_depth, settings.max_aliases))
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)  # what DisableIntrospection adds
         rules.append(HideSuggestions)

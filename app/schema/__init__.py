@@ -60,9 +60,16 @@ OUTAGES: tuple[tuple[type[BaseException], str, str], ...] = (
 
 
 def is_unexpected(error: GraphQLError) -> bool:
-    """Errors not raised for the client: replaced before they reach it, and logged."""
+    """Errors not raised for the client: replaced before they reach it, and logged.
+
+    A GraphQL error is the client's when it carries a code (ours all do, and so do variables
+    that do not coerce); one without is graphql-core finding fault with what a resolver
+    returned (a list that is not one, a union member of no known type): a bug, like any other
+    exception."""
     original = error.original_error
-    if original is None or isinstance(original, (GraphQLError, *OPERATION_REFUSALS)):
+    if original is None or isinstance(original, OPERATION_REFUSALS):
+        return False
+    if isinstance(original, GraphQLError) and (error.extensions or {}).get("code"):
         return False
     if any(isinstance(original, kind) for kind, _, _ in OUTAGES):
         log.warning("%s at %s: %s", type(original).__name__, error.path, original)

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.harness.server import RunningServer, running_server
+from tests.harness.ws_support import WAIT_SECONDS, raw_connect, raw_subscribe
 
 READER_KEY = "reader-secret-0123456789"
 WRITER_KEY = "writer-secret-0123456789"
@@ -194,6 +195,41 @@ async def slow_head(server: RunningServer) -> tuple[int, bytes]:
         writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+async def test_operations_on_a_websocket_get_the_same_codes(server: RunningServer) -> None:
+    """graphql-transport-ws: a query's errors come in `next`, a subscription's in `error`."""
+    ws = await raw_connect(server.ws_url, payload={"Authorization": f"Bearer {READER_KEY}"})
+    try:
+        operations = {
+            "query": ("query($id: Int!) { location(id: $id) { id } }", {"id": "one"}),
+            "naive": ("query($t: DateTime) { locations(asOf: $t) { id } }",
+                      {"t": "2030-01-01T12:00:00"}),
+            "variable": ("subscription($id: Int) { locationChanged(id: $id) { position } }",
+                         {"id": "one"}),
+            "literal": ('subscription { locationChanged(id: "one") { position } }', {}),
+            "unknown": ("subscription { salaries }", {}),
+        }
+        for op_id, (query, variables) in operations.items():
+            await raw_subscribe(ws, op_id, query, **variables)
+        found: dict[str, list[str]] = {}
+        async with asyncio.timeout(WAIT_SECONDS):
+            while len(found) < len(operations):
+                message = json.loads(await ws.recv())
+                if message["type"] == "next":
+                    errors = message["payload"]["errors"]
+                elif message["type"] == "error":
+                    errors = message["payload"]
+                else:
+                    continue
+                found[message["id"]] = sorted(e["extensions"]["code"] for e in errors)
+    finally:
+        await ws.close()
+    assert found == {
+        "query": ["BAD_USER_INPUT"], "naive": ["BAD_USER_INPUT"],
+        "variable": ["BAD_USER_INPUT"], "literal": ["BAD_USER_INPUT"],
+        "unknown": ["GRAPHQL_VALIDATION_FAILED"],
+    }
 
 
 def test_no_refusal_logged_an_error(server: RunningServer) -> None:

@@ -221,9 +221,18 @@ class Schema(strawberry.Schema):
         """Client errors are the client's business: no tracebacks in the operator's log.
 
         Unexpected errors were already logged, with their traceback, when they were masked.
+        Only our own messages are logged: graphql-core's quote the request's values they refuse
+        (a variable's whole input, a name typed where a string belongs), and those can be
+        personal data; of those, the code and the place in the document.
         """
         for error in errors:
-            log.info("client error: %s (%s)", error.message, (error.extensions or {}).get("code"))
+            code = (error.extensions or {}).get("code")
+            ours = isinstance(error, ClientError) or isinstance(error.original_error, ClientError)
+            if ours:
+                log.info("client error: %s (%s)", error.message, code)
+            else:
+                places = [f"{place.line}:{place.column}" for place in error.locations or ()]
+                log.info("client error: %s at %s", code, ", ".join(places) or "the request")
 
 
 class Gatekeeper(MaskErrors):

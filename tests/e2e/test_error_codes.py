@@ -232,6 +232,24 @@ async def test_operations_on_a_websocket_get_the_same_codes(server: RunningServe
     }
 
 
+async def test_refused_values_do_not_reach_the_log(
+    http: httpx.AsyncClient, server: RunningServer
+) -> None:
+    """graphql-core's messages quote what they refuse; the client sees them, the log does not."""
+    name = "Zelda Quixotic"
+    hire = "mutation($i: CreateEmployeeInput!) { createEmployee(input: $i) { __typename } }"
+    by_variable = await post(http, hire, i={"firstName": name, "dateOfBirth": "1990-01-01"})
+    assert codes(by_variable) == ["BAD_USER_INPUT"]
+    literal = ('mutation { createEmployee(input: {firstName: "' + name + '", '
+               'dateOfBirth: "1990-01-01"}) { __typename } }')
+    by_literal = await post(http, literal)
+    assert codes(by_literal) == ["BAD_USER_INPUT"]
+    assert name in by_variable.text and name in by_literal.text  # quoted back to the client
+    log = server.log_path.read_text(errors="replace")
+    assert "client error: BAD_USER_INPUT at 1:" in log
+    assert name not in log
+
+
 def test_no_refusal_logged_an_error(server: RunningServer) -> None:
     """Runs last in this module: every refusal above was the client's, none a crash."""
     log = server.log_path.read_text(errors="replace")

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -51,14 +51,18 @@ class GraphQLApp(GraphQL[Context, None]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As the library's, but a request it refuses before executing anything (a body that is
         not JSON or not an object, no query, a mutation by GET, an unknown operation name) gets
-        its status with a GraphQL error body, not plain text: clients read one shape."""
+        its status with a GraphQL error body, not plain text: clients read one shape. A
+        browser's page request with GRAPHIQL=false still gets a plain 404: no page is here."""
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         try:
             response = await self.run(Request(scope, receive))
         except HTTPException as refusal:
-            response = refusal_response(refusal)
+            if refusal.status_code == 404:
+                response = PlainTextResponse(refusal.reason, 404)
+            else:
+                response = refusal_response(refusal)
         await response(scope, receive, send)
 
     async def render_graphql_ide(self, request: Request) -> Response:

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     from app.observability import configure_logging
 
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_format, settings.log_json)
     if args.command == "serve":
         return _serve(settings, args)
     runners = {"project": _project, "rebuild": _rebuild, "status": _status, "seed-demo": _seed}
@@ -180,7 +180,8 @@ async def _status(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def _seed(settings: Settings, args: argparse.Namespace) -> int:
-    """Demo data through the same command handlers the API uses, with progress on stderr."""
+    """Demo data through the same command handlers the API uses, with progress on stderr and
+    a summary of what was made (ids, positions) on stdout."""
     from app.bootstrap import bootstrap
     from app.domain import commands as c
     from app.domain.errors import DomainError
@@ -194,7 +195,9 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
     ctx = CommandContext(correlation_id="seed-demo", actor="seed-demo")
     async with bootstrap(settings, run_projector=True) as services:
         handlers = services.handlers
-        location_ids = []
+        location_ids: list[int] = []
+        employee_ids: list[int] = []
+        positions: list[int] = []
         total = args.locations + args.employees
         for n in range(args.locations):
             city, state = cities[n % len(cities)]
@@ -203,8 +206,8 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
                 c.CreateLocation(address, city, state, f"{10000 + n * 97}"), ctx
             )
             location_ids.append(made.entity_id)
+            positions.append(made.position)
             _progress(n + 1, total)
-        position = 0
         for n in range(args.employees):
             try:
                 made = await handlers.create_employee(
@@ -216,11 +219,35 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
             except DomainError as error:
                 print(f"\nskipped employee {n + 1}: {error.message}", file=sys.stderr)
                 continue
-            position = made.position
+            employee_ids.append(made.entity_id)
+            positions.append(made.position)
             _progress(args.locations + n + 1, total)
-        await services.waiter.wait_for(position, 30)
-    print(file=sys.stderr)
+        print(file=sys.stderr)
+        projected = await services.waiter.wait_for(max(positions, default=0), 30)
+    print(_seed_summary(location_ids, employee_ids, positions, projected))
     return 0
+
+
+def _seed_summary(
+    location_ids: list[int], employee_ids: list[int], positions: list[int], projected: bool
+) -> str:
+    """What seed-demo made, in the words of the API: ids to query, positions to travel to."""
+    def ids(made: list[int]) -> str:
+        return f"ids {min(made)}-{max(made)}" if made else "none"
+
+    lines = [
+        f"created {len(location_ids)} locations ({ids(location_ids)}) and "
+        f"{len(employee_ids)} employees ({ids(employee_ids)})",
+    ]
+    if positions:
+        first_position = min(positions)  # a location's only event; a hire ends with its second
+        lines.append(f"their events are at positions {first_position}-{max(positions)} of the "
+                     "event log (try atPosition)")
+        lines.append("the read model shows them" if projected else
+                     "the read model has not shown them yet: is a projector running?")
+    lines.append("a new location without an id gets the next free one; see the README's first "
+                 "request")
+    return "\n".join(lines)
 
 
 def _progress(done: int, total: int, note: str = "") -> None:

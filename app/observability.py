@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import TextIO
 
 from prometheus_client import (
     REGISTRY,
@@ -154,12 +155,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(level: str, as_json: bool) -> None:
+class ConsoleFormatter(logging.Formatter):
+    """One line for a person at a terminal: time, level, logger, message, and the request's
+    correlation id when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request = getattr(record, "correlation_id", None) or correlation_id.get()
+        return f"{line} [request {request}]" if request else line
+
+
+def log_format(chosen: str, log_json: bool | None, stream: TextIO) -> str:
+    """`json` or `console`: LOG_FORMAT when it names one; else the older LOG_JSON when it is
+    set (deployments that set it keep their format); else what `stream` is: a terminal gets
+    console lines, anything else (a file, a pipe, a log collector) JSON."""
+    if chosen != "auto":
+        return chosen
+    if log_json is not None:
+        return "json" if log_json else "console"
+    return "console" if stream.isatty() else "json"
+
+
+def configure_logging(level: str, chosen_format: str = "auto",
+                      log_json: bool | None = None) -> None:
+    """Log to stderr at `level`, in the format `log_format` picks for it."""
     handler = logging.StreamHandler()
-    if as_json:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    as_json = log_format(chosen_format, log_json, handler.stream) == "json"
+    handler.setFormatter(JsonFormatter() if as_json else ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

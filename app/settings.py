@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     700); 0 keeps the interpreter's defaults."""
     run_projector: bool = True
     log_level: str = "INFO"
-    log_json: bool = True
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """auto: readable lines on a terminal, one JSON object per line otherwise."""
+    log_json: bool | None = None
+    """The older switch: when set and LOG_FORMAT is auto, true means json, false console."""
     max_page_size: int = 500
     subscription_queue_size: int = 1000
     graphiql: bool = True

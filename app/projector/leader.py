@@ -50,7 +50,8 @@ class Lease:
                     return
                 if not waiting:
                     holder = await self._redis.get(self._key)
-                    log.info("waiting for the projector lease (held by %s)", holder)
+                    log.info("standing by: %s holds the projector lease and projects; this "
+                             "process takes over if it stops", holder)
                     waiting = True
             except (RedisError, OSError) as error:
                 log.warning("projector lease unavailable: %s", error)

@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The service's ASGI app (Settings from the environment by default); uvicorn's factory."""
     settings = settings or Settings()
     if not logging.getLogger().handlers:  # a `serve --workers N` worker: a fresh interpreter
-        configure_logging(settings.log_level, settings.log_json)
+        configure_logging(settings.log_level, settings.log_format, settings.log_json)
     holder: dict[str, GraphQLApp] = {}
 
     @asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import graphql
 
+from tests.harness.environment import app_environment
 from tests.harness.server import app_env
 
 TIMEOUT_SECONDS = 120
@@ -98,6 +100,11 @@ def test_seed_demo_then_status_reports_the_head_and_no_lag(tmp_path: Path) -> No
     seeded = run_cli(tmp_path, "seed-demo", "--locations", "3", "--employees", "10")
     assert "13/13" in seeded.stderr  # progress: 3 locations + 10 employees
     assert "skipped" not in seeded.stderr
+    assert seeded.stdout.splitlines()[:3] == [  # what was made, in the API's terms
+        "created 3 locations (ids 1-3) and 10 employees (ids 1-10)",
+        "their events are at positions 1-23 of the event log (try atPosition)",
+        "the read model shows them",
+    ]
 
     status = run_cli(tmp_path, "status")
     # 3 LocationCreated + 10 * (EmployeeCreated + EmployeeAssignedToLocation) = 23 events.
@@ -176,3 +183,52 @@ def test_the_installed_console_script_is_the_cli(tmp_path: Path) -> None:
     )
     assert usage.stdout.startswith("usage: restaurant-cqrs "), usage.stdout
     assert list(work.iterdir()) == [], "export-schema must not create a database or var/"
+
+
+def run_on_terminal(work_dir: Path, settings: dict[str, str], terminal: bool) -> str:
+    """The log `python -m app status` writes, to a pseudo-terminal or to a pipe; settings are
+    exactly `settings` (no LOG_JSON unless given)."""
+    env = app_environment(work_dir, {
+        "VAR_DIR": str(work_dir / "var"),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{work_dir / 'events.db'}", **settings,
+    })
+    command = [sys.executable, "-m", "app", "status"]
+    if not terminal:
+        done = subprocess.run(command, cwd=work_dir, env=env, capture_output=True, text=True,
+                              timeout=TIMEOUT_SECONDS, check=True)
+        return done.stderr
+    leader, follower = os.openpty()
+    process = subprocess.Popen(command, cwd=work_dir, env=env, stdin=subprocess.DEVNULL,
+                               stdout=follower, stderr=follower)
+    os.close(follower)
+    output = b""
+    try:
+        while chunk := os.read(leader, 65536):
+            output += chunk
+    except OSError:  # EIO: the process closed the terminal
+        pass
+    finally:
+        os.close(leader)
+    assert process.wait(timeout=TIMEOUT_SECONDS) == 0, output
+    return output.decode()
+
+
+def is_json_log(text: str) -> bool:
+    """Whether the line announcing the embedded Valkey is a JSON object (else a console line)."""
+    [line] = [line for line in text.splitlines() if "started embedded Valkey" in line]
+    if line.startswith("{"):
+        return json.loads(line)["level"] == "INFO"
+    assert " INFO " in line and "app.embedded_redis: " in line, line
+    return False
+
+
+def test_log_format_is_readable_on_a_terminal_and_json_elsewhere(tmp_path: Path) -> None:
+    assert not is_json_log(run_on_terminal(tmp_path, {}, terminal=True))
+    assert is_json_log(run_on_terminal(tmp_path, {}, terminal=False))
+    assert is_json_log(run_on_terminal(tmp_path, {"LOG_FORMAT": "json"}, terminal=True))
+    assert not is_json_log(run_on_terminal(tmp_path, {"LOG_FORMAT": "console"}, terminal=False))
+    # LOG_JSON, the older switch, still decides when LOG_FORMAT is left at auto.
+    assert is_json_log(run_on_terminal(tmp_path, {"LOG_JSON": "true"}, terminal=True))
+    assert not is_json_log(run_on_terminal(tmp_path, {"LOG_JSON": "false"}, terminal=False))
+    assert is_json_log(run_on_terminal(
+        tmp_path, {"LOG_JSON": "false", "LOG_FORMAT": "json"}, terminal=False))

@@ -248,7 +248,8 @@ class CompanyMachine(RuleBasedStateMachine):
             self.mirror.hired.add(new_id)
             self.mirror.employees[new_id] = {
                 "id": new_id, **person, "date_of_birth": born.isoformat(),
-                "location_id": location_id, "version": 2, "position": outcome.position,
+                "location_id": location_id, "personal_data_erased": False, "version": 2,
+                "position": outcome.position,
             }
             self.committed(outcome)
 

@@ -74,6 +74,7 @@ async def test_personal_fields_are_sealed_at_rest_and_gone_once_the_key_is(
     assert MARK not in at_rest.replace(MARK + "Snap", "")  # sealed: neither names nor birth
     assert "Control" not in at_rest
 
+    key = await stored_key(store_url, "employee-1")
     await store.append([erasure(1)], {"employee-1": 1})
 
     for read in (await store.read_all(), await store.read_stream("employee-1"),
@@ -86,6 +87,29 @@ async def test_personal_fields_are_sealed_at_rest_and_gone_once_the_key_is(
     assert (control["first_name"], control["last_name"]) == ("Control", "Person")
     assert await store.load_snapshot("employee-1") is None
     assert MARK not in await stored_text(store, store_url)
+    if store_url.startswith("sqlite"):  # secure_delete and the WAL checkpoint: not on disk
+        assert key is not None
+        assert files_holding(Path(store_url.split("///", 1)[1]).parent, key) == []
+
+
+def files_holding(directory: Path, text: str) -> list[str]:
+    """The files in `directory` (the database, its WAL) holding `text`'s bytes."""
+    return [f.name for f in directory.iterdir() if f.is_file() and text.encode() in f.read_bytes()]
+
+
+async def stored_key(url: str, stream_id: str) -> str | None:
+    """The personal-data key a SQL store holds for `stream_id` (None: memory, or none)."""
+    if url.startswith("memory://"):
+        return None
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            found = (await conn.execute(sa.select(personal_data_keys.c.key).where(
+                personal_data_keys.c.stream_id == stream_id))).scalar()
+    finally:
+        await engine.dispose()
+    assert found is not None
+    return str(found)
 
 
 @pytest.mark.parametrize("kind", SQL_STORES)
@@ -126,6 +150,8 @@ async def test_plaintext_rows_of_an_older_release_are_masked_in_place(
         kept = (await store.read_stream("employee-2"))[0]
         assert kept.data["first_name"] == f"{MARK}2" and "erased" not in kept.metadata
         assert f"{MARK}1" not in await stored_text(store, url)
+        if kind.startswith("sqlite"):  # nor in the file's freed space or its WAL
+            assert files_holding(tmp_path, f"{MARK}1") == []
     finally:
         await store.close()
         await outside.dispose()

@@ -84,6 +84,9 @@ class MemoryEventStore(GroupCommitStore):
     async def _after_erasure(self) -> None:
         """No files."""
 
+    async def compact(self) -> list[str]:
+        return []
+
     def _erase(self, stream_id: str) -> None:
         """Destroy the stream's key and snapshot; mask its plaintext rows in place."""
         log = self._log

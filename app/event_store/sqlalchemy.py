@@ -110,6 +110,8 @@ def create_engine(url: str) -> AsyncEngine:
 
     @sa_event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: SyncConnection) -> None:
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return  # no transaction (VACUUM: `compact`)
         immediate = conn.get_execution_options().get("sqlite_immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -227,6 +229,20 @@ class SqlAlchemyEventStore(GroupCommitStore):
             if mask is not None:
                 await conn.execute(events.update().where(events.c.position == row.position)
                                    .values(data=mask[0], metadata=mask[1]))
+
+    async def compact(self) -> list[str]:
+        """PostgreSQL: VACUUM FULL of the tables an erasure deletes from or updates (a new
+        file each, without the dead rows); SQLite: VACUUM and an emptied WAL."""
+        if self._postgres:
+            statements = [f"VACUUM FULL {table.name}"
+                          for table in (personal_data_keys, events, snapshots)]
+        else:
+            statements = ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"]
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for statement in statements:
+                await conn.exec_driver_sql(statement)
+        return statements
 
     async def _after_erasure(self) -> None:
         """SQLite: copy the WAL into the database file and truncate it (see sqlite.py)."""

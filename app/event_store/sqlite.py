@@ -124,10 +124,15 @@ class SqliteThreads:
 
     async def checkpoint(self) -> None:
         """`PRAGMA wal_checkpoint(TRUNCATE)` on the writer thread (it waits for readers)."""
+        await self.run("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def run(self, statement: str) -> None:
+        """One statement outside any transaction, on the writer thread."""
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._writer, lambda: self.connection().execute(
-                "PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+            await loop.run_in_executor(
+                self._writer, lambda: self.connection().execute(statement).fetchall()
+            )
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -269,6 +274,12 @@ class SqliteEventStore(GroupCommitStore):
 
     async def _write_group(self, group: list[Request]) -> Plan:
         return await self._file.write(lambda conn: self._write(conn, group))
+
+    async def compact(self) -> list[str]:
+        """VACUUM (a new file without free pages), then empty the WAL."""
+        await self._file.run("VACUUM")
+        await self._file.checkpoint()
+        return ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"]
 
     async def _after_erasure(self) -> None:
         """Copy the WAL into the database file and truncate it: the pages that held the

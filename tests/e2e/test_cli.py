@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
 import graphql
+import pytest
 
+from tests.conftest import POSTGRES_URL, fresh_postgres, require
 from tests.harness.server import app_env
 
 TIMEOUT_SECONDS = 120
@@ -72,6 +75,7 @@ def test_export_schema_prints_the_contract_sdl_and_touches_nothing(tmp_path: Pat
         ),
         "changeEmployeeJobTitle": ("ChangeEmployeeJobTitleInput!", "ChangeEmployeeJobTitleResult!"),
         "terminateEmployee": ("TerminateEmployeeInput!", "TerminateEmployeeResult!"),
+        "forgetEmployee": ("ForgetEmployeeInput!", "ForgetEmployeeResult!"),
     }
     location = schema.get_type("Location")
     assert isinstance(location, graphql.GraphQLObjectType)
@@ -132,3 +136,27 @@ def test_rebuild_builds_a_new_generation_with_progress_switches_and_deletes_the_
         "lag:                0",
         "generation:         2",
     ]
+
+
+@pytest.mark.parametrize("store", [
+    "sqlite", "sqlite-aiosqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+])
+def test_privacy_compact_vacuums_the_store_and_rewrites_the_append_only_file(
+    tmp_path: Path, store: str
+) -> None:
+    env = {"SQLITE_DIRECT": "false"} if store == "sqlite-aiosqlite" else {}
+    if store == "postgres":
+        url = require(POSTGRES_URL, "TEST_POSTGRES_URL")
+        asyncio.run(fresh_postgres(url))
+        env["DATABASE_URL"] = url
+    run_cli(tmp_path, "seed-demo", "--locations", "1", "--employees", "2", env=env)
+
+    compacted = run_cli(tmp_path, "privacy", "compact", env=env).stdout.splitlines()
+
+    expected = (
+        ["event store: VACUUM FULL personal_data_keys", "event store: VACUUM FULL events",
+         "event store: VACUUM FULL snapshots"] if store == "postgres"
+        else ["event store: VACUUM", "event store: PRAGMA wal_checkpoint(TRUNCATE)"]
+    )
+    assert compacted == [*expected, "redis: BGREWRITEAOF (finished)"]
+    assert run_cli(tmp_path, "status", env=env).stdout.startswith("projected position: 5")

@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import graphql
 import pytest
 
 from tests.conftest import POSTGRES_URL, fresh_postgres, require
-from tests.harness.server import app_env
-
-TIMEOUT_SECONDS = 120
-
-
-def run_cli(
-    work_dir: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`python -m app <args>` with all its state under `work_dir`; fails the test on timeout."""
-    result = subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=work_dir, env=app_env(work_dir, extra=env), capture_output=True, text=True,
-        timeout=TIMEOUT_SECONDS, check=False,
-    )
-    assert result.returncode == 0, (
-        f"python -m app {' '.join(args)} exited with {result.returncode}:\n"
-        f"{result.stdout}\n{result.stderr}"
-    )
-    return result
+from tests.harness.server import run_cli
 
 
 def test_export_schema_prints_the_contract_sdl_and_touches_nothing(tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ class Sealer:
         stream sealing a row gets a new key (its first event: it cannot have one).
         """
         new: dict[str, str] = {}
+        fresh: dict[str, AESGCM] = {}  # a new key seals its hire and is rarely used again soon
         out: list[JSONDict] = []
         for row in rows:
             personal = PERSONAL_FIELDS.get(row["type"])
@@ -74,12 +75,15 @@ class Sealer:
                 out.append(row)
                 continue
             stream = row["stream_id"]
-            key = stored_keys.get(stream) or new.get(stream)
-            if key is None:
-                key = new[stream] = os.urandom(32).hex()
+            known = stored_keys.get(stream)
+            cipher = self._cipher(known) if known is not None else fresh.get(stream)
+            if cipher is None:
+                key = os.urandom(32)
+                cipher = fresh[stream] = AESGCM(key)
+                new[stream] = key.hex()
             data = row["data"]
             nonce = os.urandom(NONCE_BYTES)
-            secret = self._cipher(key).encrypt(
+            secret = cipher.encrypt(
                 nonce, orjson.dumps({name: data[name] for name in personal}), stream.encode()
             )
             stored = {name: value for name, value in data.items() if name not in personal}

@@ -144,6 +144,8 @@ class CompanyMachine(RuleBasedStateMachine):
         self.mirror = Mirror()
         self.history: dict[int, dict[str, Any]] = {0: {}}
         """The mirror's read model after each commit, by commit position."""
+        self.erased: dict[int, int] = {}
+        """The position of each employee's erasure."""
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(work)
@@ -310,6 +312,25 @@ class CompanyMachine(RuleBasedStateMachine):
         else:
             del self.mirror.employees[employee_id]
             self.committed(outcome)
+
+    @rule(data=st.data())
+    def forget(self, data: st.DataObject) -> None:
+        employee_id = data.draw(self.some_employee(), label="employee_id")
+        outcome = self.execute(self.handlers.forget_employee(c.ForgetEmployee(employee_id), CTX))
+        if employee_id not in self.mirror.hired:
+            assert isinstance(outcome, NotFound), outcome
+            return
+        assert isinstance(outcome, CommandResult), outcome
+        if employee_id in self.erased:  # nothing written: the first erasure's position
+            assert (outcome.replayed, outcome.position) == (True, self.erased[employee_id])
+            return
+        self.erased[employee_id] = outcome.position
+        employee = self.mirror.employees.get(employee_id)
+        if employee is not None:  # a terminated employee has no current document to change
+            employee.update(first_name=None, last_name=None, date_of_birth=None,
+                            personal_data_erased=True, version=employee["version"] + 1,
+                            position=outcome.position)
+        self.committed(outcome)
 
     # projection
 

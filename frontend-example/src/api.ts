@@ -201,10 +201,12 @@ export interface LocationOption {
 
 export interface EmployeeRow {
   id: number;
-  firstName: string;
-  lastName: string;
+  /** Null once the employee's personal data was erased (`personalDataErased`). */
+  firstName: string | null;
+  lastName: string | null;
   jobTitle: string;
-  dateOfBirth: string;
+  dateOfBirth: string | null;
+  personalDataErased: boolean;
 }
 
 export interface EmployeeDetail extends EmployeeRow {
@@ -239,7 +241,7 @@ export const LOCATION_PAGE = /* GraphQL */ `
     employees(locationId: $id, first: $first, atPosition: $at) {
       totalCount
       pageInfo { hasNextPage }
-      edges { node { id firstName lastName jobTitle dateOfBirth } }
+      edges { node { id firstName lastName jobTitle dateOfBirth personalDataErased } }
     }
     locations(atPosition: $at) { id city streetAddress }
   }
@@ -253,7 +255,7 @@ export interface LocationPageData {
 export const EMPLOYEE_PAGE = /* GraphQL */ `
   query EmployeePage($id: Int!, $at: Int, $stream: String!) {
     employee(id: $id, atPosition: $at) {
-      id firstName lastName dateOfBirth jobTitle locationId version updatedAt
+      id firstName lastName dateOfBirth personalDataErased jobTitle locationId version updatedAt
       location { id city streetAddress }
     }
     locations(atPosition: $at) { id city streetAddress }
@@ -355,8 +357,8 @@ export interface EmployeePayload {
   position: number;
   employee: {
     id: number;
-    firstName: string;
-    lastName: string;
+    firstName: string | null;
+    lastName: string | null;
     jobTitle?: string;
     location?: { id: number; city: string } | null;
   };
@@ -372,6 +374,20 @@ export const TERMINATE = /* GraphQL */ `
   }
 `;
 export interface TerminatePayload {
+  position: number;
+  employeeId: number;
+}
+
+export const FORGET = /* GraphQL */ `
+  mutation Forget($input: ForgetEmployeeInput!) {
+    forgetEmployee(input: $input) {
+      __typename
+      ... on ForgetEmployeePayload { position employeeId }
+      ... on Error { message code }
+    }
+  }
+`;
+export interface ForgetPayload {
   position: number;
   employeeId: number;
 }

@@ -4,16 +4,18 @@ import {
   ASSIGN_EMPLOYEE,
   CHANGE_TITLE,
   EMPLOYEE_PAGE,
+  FORGET,
   TERMINATE,
   mutate,
   type EmployeeDetail,
   type EmployeePageData,
   type EmployeePayload,
+  type ForgetPayload,
   type LocationOption,
   type TerminatePayload,
 } from '../api';
 import { FormStatus, SelectField, TextField, useForm } from '../fields';
-import { age, eventSummary, eventTitle, formatDate, formatDateTime } from '../format';
+import { age, eventSummary, eventTitle, formatDate, formatDateTime, personName } from '../format';
 import { href, navigate } from '../router';
 import { Card, Empty, ErrorBanner, PageTitle, ReadOnlyNote, Skeleton } from '../ui';
 import { useQuery } from '../useQuery';
@@ -47,7 +49,7 @@ export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & {
 
   return (
     <>
-      <PageTitle eyebrow={crumbs}>{employee ? `${employee.firstName} ${employee.lastName}` : `Employee #${id}`}</PageTitle>
+      <PageTitle eyebrow={crumbs}>{employee ? personName(employee) : `Employee #${id}`}</PageTitle>
       {error && <ErrorBanner>{error}</ErrorBanner>}
       {employee ? (
         <>
@@ -66,8 +68,14 @@ export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & {
             </div>
             <div>
               <dt>Born</dt>
-              <dd>
-                {formatDate(employee.dateOfBirth)} <span class="muted">({age(employee.dateOfBirth)})</span>
+              <dd id="employee-born">
+                {employee.dateOfBirth === null ? (
+                  <span class="muted">erased</span>
+                ) : (
+                  <>
+                    {formatDate(employee.dateOfBirth)} <span class="muted">({age(employee.dateOfBirth)})</span>
+                  </>
+                )}
               </dd>
             </div>
             <div>
@@ -80,6 +88,14 @@ export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & {
             <TitleForm key={`title-${employee.id}`} employee={employee} at={at} onWrite={onWrite} />
           </div>
           <TerminateCard employee={employee} at={at} onWrite={onWrite} notify={notify} />
+          {employee.personalDataErased ? (
+            <p class="muted" id="employee-erased">
+              This employee's personal data (names, date of birth) was erased at their request: it reads as erased now and at every
+              point in the past.
+            </p>
+          ) : (
+            <ForgetCard employee={employee} at={at} onWrite={onWrite} notify={notify} />
+          )}
         </>
       ) : (
         <Empty id="employee-missing" title={at === null ? `Employee #${id} is not on the payroll` : `Employee #${id} was not on the payroll at position ${at}`}>
@@ -143,7 +159,7 @@ function MoveForm({ employee, locations, at, onWrite }: EmployeeFormProps & { lo
     <Card title="Move to another location" id="move-card">
       <form id={F} onSubmit={onSubmit} noValidate>
         <fieldset disabled={at !== null || form.busy}>
-          <legend class="visually-hidden">Move {employee.firstName}</legend>
+          <legend class="visually-hidden">Move {personName(employee)}</legend>
           <SelectField form={F} name="locationId" label="New location" value={form.values.locationId} error={form.errors.fields.locationId} onValue={form.set('locationId')} options={options} />
           <div class="form-actions">
             <FormStatus form={F} error={form.errors.form} success={form.success} />
@@ -174,7 +190,7 @@ function TitleForm({ employee, at, onWrite }: EmployeeFormProps): JSX.Element {
         ),
       (payload) => {
         onWrite(payload.position);
-        return { message: `${payload.employee.firstName} is now ${payload.employee.jobTitle ?? form.values.jobTitle}.` };
+        return { message: `${personName(payload.employee)} is now ${payload.employee.jobTitle ?? form.values.jobTitle}.` };
       },
     );
   };
@@ -183,7 +199,7 @@ function TitleForm({ employee, at, onWrite }: EmployeeFormProps): JSX.Element {
     <Card title="Change job title" id="title-card">
       <form id={F} onSubmit={onSubmit} noValidate>
         <fieldset disabled={at !== null || form.busy}>
-          <legend class="visually-hidden">New job title for {employee.firstName}</legend>
+          <legend class="visually-hidden">New job title for {personName(employee)}</legend>
           <TextField form={F} name="jobTitle" label="New job title" value={form.values.jobTitle} placeholder={employee.jobTitle} error={form.errors.fields.jobTitle} onValue={form.set('jobTitle')} />
           <div class="form-actions">
             <FormStatus form={F} error={form.errors.form} success={form.success} />
@@ -202,7 +218,7 @@ function TerminateCard({ employee, at, onWrite, notify }: EmployeeFormProps & { 
   const [confirming, setConfirming] = useState(false);
   const form = useForm({});
   const F = 'terminate-employee';
-  const name = `${employee.firstName} ${employee.lastName}`;
+  const name = personName(employee);
   const locationId = employee.locationId;
 
   const terminate = (): void => {
@@ -239,9 +255,62 @@ function TerminateCard({ employee, at, onWrite, notify }: EmployeeFormProps & { 
           </div>
         ) : (
           <div class="button-row">
-            <p class="muted grow">Removes {employee.firstName} from the payroll. Time travel still shows them.</p>
+            <p class="muted grow">Removes {name} from the payroll. Time travel still shows them.</p>
             <button type="button" class="button button-danger-outline" onClick={() => setConfirming(true)}>
               Terminate…
+            </button>
+          </div>
+        )}
+        <FormStatus form={F} error={form.errors.form} success={null} />
+      </fieldset>
+      <ReadOnlyNote at={at} />
+    </Card>
+  );
+}
+
+/** Erasure at the employee's request (`forgetEmployee`, role admin when auth is on). */
+function ForgetCard({ employee, at, onWrite, notify }: EmployeeFormProps & { notify: (message: string) => void }): JSX.Element {
+  const [confirming, setConfirming] = useState(false);
+  const form = useForm({});
+  const F = 'forget-employee';
+  const name = personName(employee);
+
+  const forget = (): void => {
+    void form.submit(
+      (idempotencyKey) => mutate<ForgetPayload>(FORGET, { employeeId: employee.id, idempotencyKey }, 'forgetEmployee', []),
+      (payload) => {
+        onWrite(payload.position);
+        notify(`The personal data of employee #${employee.id} was erased.`);
+        setConfirming(false);
+        return { message: 'Personal data erased.' };
+      },
+    );
+  };
+
+  return (
+    <Card title="Forget personal data" id="forget-card" class="card-danger">
+      <fieldset disabled={at !== null || form.busy} id={F}>
+        <legend class="visually-hidden">Forget {name}</legend>
+        {confirming ? (
+          <div class="confirm" role="group" aria-label="Confirm erasure">
+            <p>
+              Erase <strong>{name}</strong>'s names and date of birth for good, now and in every past view? Job title, location and
+              history stay. This cannot be undone.
+            </p>
+            <div class="button-row">
+              <button type="button" class="button button-danger" onClick={forget}>
+                {form.busy ? 'Erasing…' : 'Yes, erase'}
+              </button>
+              <button type="button" class="button" onClick={() => setConfirming(false)}>
+                Cancel
+              </button>
+            </div>
+          </div>
+        ) : (
+          <div class="button-row">
+            <p class="muted grow">At the employee's request: erases their personal data everywhere (needs the admin role).</p>
+            <button type="button" class="button button-danger-outline" onClick={() => setConfirming(true)}>
+              Forget…
             </button>
           </div>
         )}

@@ -8,7 +8,7 @@ import {
   type LocationPageData,
 } from '../api';
 import { FormStatus, SelectField, TextField, optionalId, useForm } from '../fields';
-import { age, formatDate, formatDateTime, plural } from '../format';
+import { age, formatDate, formatDateTime, personName, plural } from '../format';
 import { href } from '../router';
 import { Card, Empty, ErrorBanner, PageTitle, ReadOnlyNote, Skeleton } from '../ui';
 import { useQuery } from '../useQuery';
@@ -89,13 +89,17 @@ export function LocationView({ id, at, refresh, onWrite }: ViewProps & { id: num
                 {employees.map((e) => (
                   <tr key={e.id} data-employee-id={e.id}>
                     <td>
-                      <a href={href.employee(e.id)}>
-                        {e.firstName} {e.lastName}
-                      </a>
+                      <a href={href.employee(e.id)}>{personName(e)}</a>
                     </td>
                     <td>{e.jobTitle}</td>
                     <td class="hide-narrow">
-                      {formatDate(e.dateOfBirth)} <span class="muted">({age(e.dateOfBirth)})</span>
+                      {e.dateOfBirth === null ? (
+                        <span class="muted">erased</span>
+                      ) : (
+                        <>
+                          {formatDate(e.dateOfBirth)} <span class="muted">({age(e.dateOfBirth)})</span>
+                        </>
+                      )}
                     </td>
                     <td class="num muted">#{e.id}</td>
                   </tr>

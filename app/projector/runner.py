@@ -69,8 +69,11 @@ class ProjectionRunner:
         self.projector.on_checkpoint(listener)
 
     def on_erasure(self, listener: ErasureListener) -> None:
+        """Call `listener()` after an erasure is projected (and after a rebuild that applied
+        one)."""
         self._erasure_listeners.append(listener)
         self.projector.on_erasure(listener)
+        self.generations.on_erasure(listener)
 
     async def run(self) -> None:
         """Until cancelled: wait for the lease, then project for as long as it is held."""

@@ -20,6 +20,7 @@ from app.event_store.base import EventStore, NewEvent, Snapshot
 from app.event_store.memory import MemoryEventStore
 from app.event_store.tables import events as events_table
 from app.event_store.tables import personal_data_keys, streams
+from app.projector.generations import Generations
 from app.projector.loop import Projector
 from app.read_model.layout import Keys
 from app.read_model.redis import ReadModel
@@ -229,3 +230,25 @@ async def dump_values(redis: Redis, keys: Keys) -> str:
         elif kind == "zset":
             out[suffix] = await redis.zrange(key, 0, -1, withscores=True)
     return repr(sorted(out.items()))
+
+
+async def test_a_rebuild_that_applies_an_erasure_tells_the_erasure_listeners_once(
+    store: EventStore, redis: Redis, keys: Keys
+) -> None:
+    """After a rebuild the embedded Valkey's file is rewritten once (app/bootstrap.py): an
+    erasure committed while the new generation was filling may have met its hire in the clear."""
+    handlers = CommandHandlers(store, default_schema())
+    await handlers.create_location(c.CreateLocation("1 Main", "X", "Y", "1"), CTX)
+    for employee_id in (1, 2):  # two erasures, in batches of their own
+        await handlers.create_employee(
+            c.CreateEmployee(MARK, MARK, dt.date(1990, 1, 1), "Cook", 1, employee_id), CTX)
+        await handlers.forget_employee(c.ForgetEmployee(employee_id), CTX)
+    told: list[int] = []
+
+    async def listener() -> None:
+        told.append(1)
+
+    generations = Generations(store, redis, keys, batch_size=1)
+    generations.on_erasure(listener)
+    await generations.rebuild("test")
+    assert told == [1]

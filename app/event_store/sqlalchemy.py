@@ -248,6 +248,7 @@ class SqlAlchemyEventStore(GroupCommitStore):
         """SQLite: copy the WAL into the database file and truncate it (see sqlite.py)."""
         if not self._postgres:
             async with self._sql() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def _versions(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, int]:

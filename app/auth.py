@@ -5,7 +5,8 @@ With AUTH_MODE=none everybody is an anonymous writer. With AUTH_MODE=token a req
 "Bearer <token>"}` or `{"token": "<token>"}`); the token is one of API_KEYS or a JWT signed with
 JWT_SECRET (HS256), JWT_PUBLIC_KEY (RS256) or the key of JWT_JWKS_URL its `kid` names
 (app/jwks.py), whose `roles` (list or string) or `scope` (space separated) claim lists
-`reader` / `writer`. `writer` implies `reader`.
+`reader` / `writer` / `admin`. `writer` implies `reader`; `admin` implies both and alone may
+erase personal data (`forgetEmployee`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import jwt
 from app.jwks import JwksKeys
 from app.settings import Settings
 
-READER, WRITER = "reader", "writer"
-ROLES = (READER, WRITER)
+READER, WRITER, ADMIN = "reader", "writer", "admin"
+ROLES = (READER, WRITER, ADMIN)
+IMPLIED = {READER: (READER, WRITER, ADMIN), WRITER: (WRITER, ADMIN), ADMIN: (ADMIN,)}
+"""Per role, the roles that grant it."""
 EXPIRED = "The token has expired."
 
 
@@ -58,7 +61,7 @@ class Principal:
     expires_at: float | None = None
 
     def allows(self, role: str) -> bool:
-        return role in self.roles or (role == READER and WRITER in self.roles)
+        return any(granting in self.roles for granting in IMPLIED[role])
 
     def expired(self, now: float) -> bool:
         """Whether its token has expired at `now` (as PyJWT decides: from `exp` on)."""
@@ -70,7 +73,7 @@ ANONYMOUS = Principal(None, frozenset(ROLES))
 
 def _role(value: Any, entry: int) -> str:
     if value not in ROLES:
-        raise ValueError(f"API_KEYS: the role of entry {entry} must be reader or writer, "
+        raise ValueError(f"API_KEYS: the role of entry {entry} must be reader, writer or admin, "
                          f"not {value!r}")
     return str(value)
 

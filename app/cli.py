@@ -1,5 +1,5 @@
 """`python -m app …` (or the installed `restaurant-cqrs …`): serve, project, rebuild, status,
-seed-demo, export-schema."""
+seed-demo, export-schema, privacy."""
 
 from __future__ import annotations
 
@@ -36,6 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed.add_argument("--locations", type=int, default=5)
     seed.add_argument("--employees", type=int, default=40)
     commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    privacy = commands.add_parser(
+        "privacy", help="erasure of personal data: clean the files (docs/privacy.md)"
+    )
+    privacy.add_argument(
+        "action", choices=["compact"],
+        help="compact: VACUUM the event store (PostgreSQL: VACUUM FULL of the key, event and "
+             "snapshot tables) and rewrite Redis's append-only file",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "export-schema":
@@ -49,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format, settings.log_json)
     if args.command == "serve":
         return _serve(settings, args)
-    runners = {"project": _project, "rebuild": _rebuild, "status": _status, "seed-demo": _seed}
+    runners = {"project": _project, "rebuild": _rebuild, "status": _status, "seed-demo": _seed,
+               "privacy": _privacy}
     try:
         return asyncio.run(runners[args.command](settings, args))
     except KeyboardInterrupt:
@@ -176,6 +185,21 @@ async def _status(settings: Settings, _args: argparse.Namespace) -> int:
         print(f"generation:         {keys.generation}")
         print(f"projector leader:   {leader}")
         print(f"rebuilding:         {rebuilding}")
+    return 0
+
+
+async def _privacy(settings: Settings, _args: argparse.Namespace) -> int:
+    """`compact`: after erasures, rewrite the files that may still hold erased bytes."""
+    from app.bootstrap import bootstrap
+    from app.privacy import rewrite_append_only_file
+
+    async with bootstrap(settings, run_projector=False, follow=False) as services:
+        for statement in await services.store.compact():
+            print(f"event store: {statement}")
+        if await rewrite_append_only_file(services.redis):
+            print("redis: BGREWRITEAOF (finished)")
+        else:
+            print("redis: keeps no append-only file (nothing to rewrite)")
     return 0
 
 

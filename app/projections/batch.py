@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from app.domain.events import DomainEvent
+from app.domain.events import DomainEvent, EmployeePersonalDataErased
 from app.domain.schema import EVENT_TYPES, from_data
 from app.event_store.base import RecordedEvent
 from app.projections import employees, locations
@@ -43,6 +43,8 @@ def touched(events: Decoded) -> list[DocKey]:
 class BatchResult:
     docs: dict[DocKey, Doc | None]
     changes: list[Change] = field(default_factory=list)
+    erased: list[int] = field(default_factory=list)
+    """Employees whose personal data the batch erases: the projector rewrites their history."""
 
 
 def apply(events: Decoded, before: Mapping[DocKey, Doc | None]) -> BatchResult:
@@ -63,6 +65,15 @@ def apply(events: Decoded, before: Mapping[DocKey, Doc | None]) -> BatchResult:
         if index == last or events[index + 1][0].commit_position != recorded.commit_position:
             result.changes += _changes(recorded.commit_position, commit_start, docs)
             commit_start = {}
+    result.erased = [event.employee_id for _, event in events
+                     if isinstance(event, EmployeePersonalDataErased)]
+    if result.erased:  # the batch's earlier versions of them go to the history too
+        gone = set(result.erased)
+        result.changes = [
+            replace(c, doc=employees.erased(c.doc))
+            if c.entity == "employee" and c.entity_id in gone and c.doc is not None else c
+            for c in result.changes
+        ]
     return result
 
 

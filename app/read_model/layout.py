@@ -25,6 +25,7 @@ import orjson
 from app.event_store.base import RecordedEvent
 from app.projections.batch import BatchResult
 from app.projections.documents import Doc, DocKey, micros
+from app.projections.employees import erased
 from app.read_model import changes as messages
 
 # One batch, all or nothing, if the read model still stands where the batch was read from.
@@ -134,10 +135,13 @@ class Keys:
 
 def apply_args(
     keys: Keys, checkpoint: int, fenced: bool, events: list[RecordedEvent], result: BatchResult,
-    live: bool,
+    live: bool, erased_history: dict[str, list[Any]] | None = None,
 ) -> list[Any]:
     """APPLY's ARGV for a batch read from `checkpoint`: its documents, indexes and time-travel
-    history, the new checkpoint, and (`live`) the PUBLISH of its change message."""
+    history, the new checkpoint, and (`live`) the PUBLISH of its change message.
+
+    `erased_history`: per history key of an employee the batch erases, its members as stored
+    before the batch: they are replaced by the same versions without personal data."""
     generation = keys.generation
     out: list[Any] = [
         checkpoint, generation if fenced else "", "1" if generation is None else "0",
@@ -155,6 +159,10 @@ def apply_args(
             body = bodies[id(doc)] = orjson.dumps(doc)
         return body
 
+    for history_key, members in (erased_history or {}).items():
+        command("DEL", history_key)
+        for part in _chunks(_without_personal_data(members)):
+            command("ZADD", history_key, *part)
     _current(command, keys, result.docs, serialised)
     _history(command, keys, result, serialised)
     commits: list[int | str] = []
@@ -192,6 +200,18 @@ def _history(
     for created_key, entries in created.items():
         for part in _chunks(entries):
             command("ZADD", created_key, "NX", *part)
+
+
+def _without_personal_data(members: list[Any]) -> list[Any]:
+    """ZADD arguments: history members (`{position:015d}|{document}`) rewritten erased."""
+    out: list[Any] = []
+    for member in members:
+        raw = member.encode() if isinstance(member, str) else member
+        position, _, body = raw.partition(b"|")
+        if body:
+            body = orjson.dumps(erased(orjson.loads(body)))
+        out += (int(position), b"%b|%b" % (position, body))
+    return out
 
 
 def _current(

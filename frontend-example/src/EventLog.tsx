@@ -43,7 +43,7 @@ export function EventLog({ at, onHead, onPick }: { at: number | null; onHead: (p
           last = event.position;
           setError(null);
           onHeadRef.current(event.position);
-          setEvents((list) => [event, ...(list ?? [])].slice(0, LIMIT));
+          setEvents((list) => [event, ...forgetting(list ?? [], event)].slice(0, LIMIT));
         },
       );
     };
@@ -88,5 +88,18 @@ export function EventLog({ at, onHead, onPick }: { at: number | null; onHead: (p
         </ol>
       )}
     </section>
+  );
+}
+
+const PERSONAL_FIELDS = ['first_name', 'last_name', 'date_of_birth'];
+
+/** The events already shown, without the personal data an erasure event erases from its stream
+ * (the server erases it from everything it stores; these were received before). */
+function forgetting(list: LogEvent[], event: LogEvent): LogEvent[] {
+  if (event.type !== 'EmployeePersonalDataErased') return list;
+  return list.map((e) =>
+    e.streamId === event.streamId && PERSONAL_FIELDS.some((f) => e.data[f] != null)
+      ? { ...e, data: { ...e.data, ...Object.fromEntries(PERSONAL_FIELDS.map((f) => [f, null])) } }
+      : e,
   );
 }

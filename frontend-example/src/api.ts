@@ -213,7 +213,7 @@ export const LOCATION_PAGE = graphql(`
     employees(locationId: $id, first: $first, atPosition: $at) {
       totalCount
       pageInfo { hasNextPage }
-      edges { node { id firstName lastName jobTitle dateOfBirth } }
+      edges { node { id firstName lastName jobTitle dateOfBirth personalDataErased } }
     }
     locations(atPosition: $at) { id city streetAddress }
   }
@@ -222,7 +222,7 @@ export const LOCATION_PAGE = graphql(`
 export const EMPLOYEE_PAGE = graphql(`
   query EmployeePage($id: Int!, $at: Int, $stream: String!) {
     employee(id: $id, atPosition: $at) {
-      id firstName lastName dateOfBirth jobTitle locationId version updatedAt
+      id firstName lastName dateOfBirth personalDataErased jobTitle locationId version updatedAt
       location { id city streetAddress }
     }
     locations(atPosition: $at) { id city streetAddress }
@@ -308,6 +308,16 @@ export const TERMINATE = graphql(`
     terminateEmployee(input: $input) {
       __typename
       ... on TerminatePayload { position employeeId }
+      ...Refusal
+    }
+  }
+`);
+
+export const FORGET = graphql(`
+  mutation Forget($input: ForgetEmployeeInput!) {
+    forgetEmployee(input: $input) {
+      __typename
+      ... on ForgetEmployeePayload { position employeeId }
       ...Refusal
     }
   }

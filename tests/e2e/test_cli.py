@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -11,28 +12,14 @@ import venv
 from pathlib import Path
 
 import graphql
+import pytest
 
+from tests.conftest import POSTGRES_URL, fresh_postgres, require
 from tests.harness.environment import app_environment
-from tests.harness.server import app_env
+from tests.harness.server import run_cli
 
 TIMEOUT_SECONDS = 120
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_cli(
-    work_dir: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`python -m app <args>` with all its state under `work_dir`; fails the test on timeout."""
-    result = subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=work_dir, env=app_env(work_dir, extra=env), capture_output=True, text=True,
-        timeout=TIMEOUT_SECONDS, check=False,
-    )
-    assert result.returncode == 0, (
-        f"python -m app {' '.join(args)} exited with {result.returncode}:\n"
-        f"{result.stdout}\n{result.stderr}"
-    )
-    return result
 
 
 def test_export_schema_prints_the_contract_sdl_and_touches_nothing(tmp_path: Path) -> None:
@@ -78,6 +65,7 @@ def test_export_schema_prints_the_contract_sdl_and_touches_nothing(tmp_path: Pat
         ),
         "changeEmployeeJobTitle": ("ChangeEmployeeJobTitleInput!", "ChangeEmployeeJobTitleResult!"),
         "terminateEmployee": ("TerminateEmployeeInput!", "TerminateEmployeeResult!"),
+        "forgetEmployee": ("ForgetEmployeeInput!", "ForgetEmployeeResult!"),
     }
     location = schema.get_type("Location")
     assert isinstance(location, graphql.GraphQLObjectType)
@@ -232,3 +220,27 @@ def test_log_format_is_readable_on_a_terminal_and_json_elsewhere(tmp_path: Path)
     assert not is_json_log(run_on_terminal(tmp_path, {"LOG_JSON": "false"}, terminal=False))
     assert is_json_log(run_on_terminal(
         tmp_path, {"LOG_JSON": "false", "LOG_FORMAT": "json"}, terminal=False))
+
+
+@pytest.mark.parametrize("store", [
+    "sqlite", "sqlite-aiosqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+])
+def test_privacy_compact_vacuums_the_store_and_rewrites_the_append_only_file(
+    tmp_path: Path, store: str
+) -> None:
+    env = {"SQLITE_DIRECT": "false"} if store == "sqlite-aiosqlite" else {}
+    if store == "postgres":
+        url = require(POSTGRES_URL, "TEST_POSTGRES_URL")
+        asyncio.run(fresh_postgres(url))
+        env["DATABASE_URL"] = url
+    run_cli(tmp_path, "seed-demo", "--locations", "1", "--employees", "2", env=env)
+
+    compacted = run_cli(tmp_path, "privacy", "compact", env=env).stdout.splitlines()
+
+    expected = (
+        ["event store: VACUUM FULL personal_data_keys", "event store: VACUUM FULL events",
+         "event store: VACUUM FULL snapshots"] if store == "postgres"
+        else ["event store: VACUUM", "event store: PRAGMA wal_checkpoint(TRUNCATE)"]
+    )
+    assert compacted == [*expected, "redis: BGREWRITEAOF (finished)"]
+    assert run_cli(tmp_path, "status", env=env).stdout.startswith("projected position: 5")

@@ -305,3 +305,46 @@ def test_two_windows_stay_in_step_and_travel_in_time(
     expect(phone.locator("#event-log > li")).to_have_count(8)
 
     assert errors == [], errors
+
+
+def graphql_post(server: RunningServer, query: str, **variables: Any) -> dict[str, Any]:
+    response = httpx.post(server.graphql_url, json={"query": query, "variables": variables},
+                          timeout=10)
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    assert not body.get("errors"), body
+    return body["data"]
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT_SECONDS + 120)
+def test_an_employee_forgotten_from_the_spa_reads_as_erased_in_every_window(
+    browser: Browser, server: RunningServer
+) -> None:
+    from playwright.sync_api import expect
+
+    graphql_post(server, """mutation { createLocation(input: {id: 1, streetAddress: "1 Main St",
+        city: "Springfield", state: "IL", postalCode: "62701"}) { __typename } }""")
+    graphql_post(server, """mutation { createEmployee(input: {id: 1, firstName: "Zoe",
+        lastName: "Quartermaine", dateOfBirth: "1931-07-13", jobTitle: "Cook", locationId: 1})
+        { __typename } }""")
+    errors: list[str] = []
+    one = open_page(browser, server.base_url + "/#/employees/1", errors, DESKTOP)
+    two = open_page(browser, server.base_url + "/#/locations/1", errors, DESKTOP)
+    expect(one.locator("#page-title")).to_have_text("Zoe Quartermaine")
+    expect(two.locator("#employee-table")).to_contain_text("Zoe Quartermaine")
+
+    one.get_by_role("button", name="Forget…").click()
+    one.get_by_role("button", name="Yes, erase").click()
+
+    expect(one.locator("#toast-message")).to_have_text(
+        "The personal data of employee #1 was erased.")
+    expect(one.locator("#page-title")).to_have_text("Employee #1 (erased)")
+    expect(one.locator("#employee-born")).to_have_text("erased")
+    expect(one.locator("#employee-erased")).to_be_visible()
+    expect(one.locator("#forget-card")).to_have_count(0)
+    expect(one.locator("#employee-history")).to_contain_text("Personal data erased")
+    expect(two.locator("#employee-table")).to_contain_text("Employee #1 (erased)")
+    shoot(one, "08-erased-employee")
+    for page in (one, two):
+        assert "Quartermaine" not in page.content()
+    assert errors == [], errors

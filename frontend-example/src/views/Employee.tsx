@@ -4,13 +4,14 @@ import {
   ASSIGN_EMPLOYEE,
   CHANGE_TITLE,
   EMPLOYEE_PAGE,
+  FORGET,
   TERMINATE,
   mutate,
   type EmployeeDetail,
   type LocationOption,
 } from '../api';
 import { FormCard, SelectField, TextField, useForm } from '../fields';
-import { age, eventSummary, eventTitle, formatDate, formatDateTime } from '../format';
+import { age, eventSummary, eventTitle, formatDate, formatDateTime, personName } from '../format';
 import { href, navigate } from '../router';
 import { Card, Empty, ErrorBanner, PageTitle, Skeleton } from '../ui';
 import { useQuery } from '../useQuery';
@@ -45,7 +46,7 @@ export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & {
 
   return (
     <>
-      <PageTitle eyebrow={crumbs}>{employee ? `${employee.firstName} ${employee.lastName}` : `Employee #${id}`}</PageTitle>
+      <PageTitle eyebrow={crumbs}>{employee ? personName(employee) : `Employee #${id}`}</PageTitle>
       {error && <ErrorBanner>{error}</ErrorBanner>}
       {employee ? (
         <>
@@ -64,8 +65,14 @@ export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & {
             </div>
             <div>
               <dt>Born</dt>
-              <dd>
-                {formatDate(employee.dateOfBirth)} <span class="muted">({age(employee.dateOfBirth)})</span>
+              <dd id="employee-born">
+                {employee.dateOfBirth == null ? (
+                  <span class="muted">erased</span>
+                ) : (
+                  <>
+                    {formatDate(employee.dateOfBirth)} <span class="muted">({age(employee.dateOfBirth)})</span>
+                  </>
+                )}
               </dd>
             </div>
             <div>
@@ -80,6 +87,14 @@ export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & {
             <TitleForm key={`title-${employee.id}-${shownAt}`} employee={employee} at={at} onWrite={onWrite} />
           </div>
           <TerminateCard key={`terminate-${employee.id}-${shownAt}`} employee={employee} at={at} onWrite={onWrite} notify={notify} />
+          {employee.personalDataErased ? (
+            <p class="muted" id="employee-erased">
+              This employee's personal data (names, date of birth) was erased at their request: it reads as erased now and at every
+              point in the past.
+            </p>
+          ) : (
+            <ForgetCard key={`forget-${employee.id}-${shownAt}`} employee={employee} at={at} onWrite={onWrite} notify={notify} />
+          )}
         </>
       ) : (
         <Empty id="employee-missing" title={at === null ? `Employee #${id} is not on the payroll` : `Employee #${id} was not on the payroll at position ${at}`}>
@@ -141,7 +156,7 @@ function MoveForm({ employee, locations, at, onWrite }: EmployeeFormProps & { lo
   };
 
   return (
-    <FormCard id={F} cardId="move-card" title="Move to another location" legend={`Move ${employee.firstName}`} at={at} form={form} onSubmit={onSubmit} submit={{ label: 'Move', busy: 'Moving…' }}>
+    <FormCard id={F} cardId="move-card" title="Move to another location" legend={`Move ${personName(employee)}`} at={at} form={form} onSubmit={onSubmit} submit={{ label: 'Move', busy: 'Moving…' }}>
       <SelectField form={F} name="locationId" label="New location" value={form.values.locationId} error={form.errors.fields.locationId} onValue={form.set('locationId')} options={options} />
     </FormCard>
   );
@@ -162,13 +177,13 @@ function TitleForm({ employee, at, onWrite }: EmployeeFormProps): JSX.Element {
         ),
       (payload) => {
         onWrite(payload.position);
-        return { message: `${payload.employee.firstName} is now ${payload.employee.jobTitle}.` };
+        return { message: `${personName(payload.employee)} is now ${payload.employee.jobTitle}.` };
       },
     );
   };
 
   return (
-    <FormCard id={F} cardId="title-card" title="Change job title" legend={`New job title for ${employee.firstName}`} at={at} form={form} onSubmit={onSubmit} submit={{ label: 'Change title', busy: 'Saving…' }}>
+    <FormCard id={F} cardId="title-card" title="Change job title" legend={`New job title for ${personName(employee)}`} at={at} form={form} onSubmit={onSubmit} submit={{ label: 'Change title', busy: 'Saving…' }}>
       <TextField form={F} name="jobTitle" label="New job title" value={form.values.jobTitle} placeholder={employee.jobTitle} error={form.errors.fields.jobTitle} onValue={form.set('jobTitle')} />
     </FormCard>
   );
@@ -178,7 +193,7 @@ function TerminateCard({ employee, at, onWrite, notify }: EmployeeFormProps & { 
   const [confirming, setConfirming] = useState(false);
   const form = useForm({});
   const F = 'terminate-employee';
-  const name = `${employee.firstName} ${employee.lastName}`;
+  const name = personName(employee);
   const locationId = employee.locationId;
 
   const terminate = (): void => {
@@ -213,9 +228,57 @@ function TerminateCard({ employee, at, onWrite, notify }: EmployeeFormProps & { 
         </div>
       ) : (
         <div class="button-row">
-          <p class="muted grow">Removes {employee.firstName} from the payroll. Time travel still shows them.</p>
+          <p class="muted grow">Removes {name} from the payroll. Time travel still shows them.</p>
           <button type="submit" class="button button-danger-outline">
             Terminate…
+          </button>
+        </div>
+      )}
+    </FormCard>
+  );
+}
+
+/** Erasure at the employee's request (`forgetEmployee`, role admin when auth is on). */
+function ForgetCard({ employee, at, onWrite, notify }: EmployeeFormProps & { notify: (message: string) => void }): JSX.Element {
+  const [confirming, setConfirming] = useState(false);
+  const form = useForm({});
+  const F = 'forget-employee';
+  const name = personName(employee);
+
+  const forget = (): void => {
+    void form.submit(
+      (idempotencyKey) => mutate(FORGET, { employeeId: employee.id, idempotencyKey }, 'forgetEmployee', []),
+      (payload) => {
+        onWrite(payload.position);
+        notify(`The personal data of employee #${employee.id} was erased.`);
+        setConfirming(false);
+        return { message: 'Personal data erased.' };
+      },
+    );
+  };
+
+  return (
+    <FormCard id={F} cardId="forget-card" cardClass="card-danger" title="Forget personal data" legend={`Forget ${name}`} at={at} form={form} onSubmit={() => (confirming ? forget() : setConfirming(true))}>
+      {confirming ? (
+        <div class="confirm" role="group" aria-label="Confirm erasure">
+          <p>
+            Erase <strong>{name}</strong>'s names and date of birth for good, now and in every past view? Job title, location and
+            history stay. This cannot be undone.
+          </p>
+          <div class="button-row">
+            <button type="submit" class="button button-danger">
+              {form.busy ? 'Erasing…' : 'Yes, erase'}
+            </button>
+            <button type="button" class="button" onClick={() => setConfirming(false)}>
+              Cancel
+            </button>
+          </div>
+        </div>
+      ) : (
+        <div class="button-row">
+          <p class="muted grow">At the employee's request: erases their personal data everywhere (needs the admin role).</p>
+          <button type="submit" class="button button-danger-outline">
+            Forget…
           </button>
         </div>
       )}

@@ -1,7 +1,7 @@
 import type { JSX } from 'preact';
 import { CREATE_EMPLOYEE, LOCATION_PAGE, mutate, type LocationOption } from '../api';
 import { FormCard, SelectField, TextField, optionalId, useForm } from '../fields';
-import { age, formatDate, formatDateTime, plural } from '../format';
+import { age, formatDate, formatDateTime, personName, plural } from '../format';
 import { href } from '../router';
 import { Card, Empty, ErrorBanner, PageTitle, Skeleton } from '../ui';
 import { useQuery } from '../useQuery';
@@ -82,13 +82,17 @@ export function LocationView({ id, at, refresh, onWrite }: ViewProps & { id: num
                 {employees.map((e) => (
                   <tr key={e.id} data-employee-id={e.id}>
                     <td>
-                      <a href={href.employee(e.id)}>
-                        {e.firstName} {e.lastName}
-                      </a>
+                      <a href={href.employee(e.id)}>{personName(e)}</a>
                     </td>
                     <td>{e.jobTitle}</td>
                     <td class="hide-narrow">
-                      {formatDate(e.dateOfBirth)} <span class="muted">({age(e.dateOfBirth)})</span>
+                      {e.dateOfBirth == null ? (
+                        <span class="muted">erased</span>
+                      ) : (
+                        <>
+                          {formatDate(e.dateOfBirth)} <span class="muted">({age(e.dateOfBirth)})</span>
+                        </>
+                      )}
                     </td>
                     <td class="num muted">#{e.id}</td>
                   </tr>

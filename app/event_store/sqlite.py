@@ -257,11 +257,18 @@ class SqliteEventStore(GroupCommitStore):
         """Create the tables if missing (WAL mode, so readers never wait for the writer)."""
 
         def create() -> None:
-            engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+            # The driver's own transactions off, so that ours takes the write lock before it
+            # looks: processes starting together on a new file (`serve --workers N`) would each
+            # see no tables and all but one fail on "table already exists".
+            engine = sa.create_engine(
+                f"sqlite:///{path}", connect_args={"timeout": 30, "isolation_level": None}
+            )
             try:
-                with engine.begin() as conn:
+                with engine.connect() as conn:
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
                     metadata.create_all(conn)
+                    conn.exec_driver_sql("COMMIT")
             finally:
                 engine.dispose()
 

@@ -10,7 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.bootstrap import Services
-from app.observability import PROJECTION_LAG_EVENTS, PROJECTION_LAG_SECONDS, exposition
+from app.observability import (
+    PROJECTED_POSITION,
+    PROJECTION_LAG_EVENTS,
+    PROJECTION_LAG_SECONDS,
+    exposition,
+)
 
 # The name these lines carried before app/main.py became app/web/: log filters match on it.
 log = logging.getLogger("app.main")
@@ -46,7 +51,10 @@ async def metrics(request: Request) -> Response:
 
 
 async def _projection_lag(services: Services) -> None:
-    """Projection lag, measured at scrape time: events behind, and the age of the oldest one."""
+    """Projection position and lag, measured at scrape time: the read model's checkpoint, the
+    events behind it, and the age of the oldest one. (The change feed also sets the position
+    as changes arrive, but a write can be seen answered before its notice reached this
+    process: a scrape right after it showed the position before.)"""
     try:
         checkpoint = await services.read_model.checkpoint()
         head = await services.read_model.head()
@@ -60,5 +68,6 @@ async def _projection_lag(services: Services) -> None:
     except Exception as exc:  # a scrape must still answer: the gauges keep their last value
         log.warning("projection lag unavailable: %s", exc)
         return
+    PROJECTED_POSITION.set(checkpoint)
     PROJECTION_LAG_EVENTS.set(behind)
     PROJECTION_LAG_SECONDS.set(seconds)

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.backoff import Backoff
 from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
 from app.observability import PROJECTION_BATCH
 from app.projections import batch as projection
@@ -105,20 +106,20 @@ class Projector:
         like a vanished checkpoint or a switched generation do.
         """
         await self.check_consistency()
-        backoff = 0.1
+        backoff = Backoff()
         audited = time.monotonic()
         try:
             while True:
                 try:
                     await self.catch_up()
-                    backoff = 0.1
+                    backoff.reset()
                     if audit is not None and time.monotonic() - audited >= audit_every:
                         await audit()
                         audited = time.monotonic()
                 except TRANSIENT as exc:
-                    log.warning("projector paused: %s; retrying in %.1fs", exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    delay = backoff.next_delay()
+                    log.warning("projector paused: %s; retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
                     continue
                 raise_if_cancelled()
                 if not self._wake.is_set():

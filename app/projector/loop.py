@@ -10,6 +10,10 @@ On a generation of the read model (see app/read_model/layout.py), a live project
 also conditional on the generation pointer: once a rebuild switched queries to a new generation,
 no batch lands in the old one, and the projector says so (`GenerationChanged`). A checkpoint or
 pointer that vanished (Redis flushed or replaced) is `ReadModelDamaged`: the caller rebuilds.
+
+An event a projection cannot apply never stops the projector: its commit is parked, with every
+later event of its streams (app/projections/batch.py), in the same conditional script as the
+batch; the projector keeps the parked streams in memory from where it read the checkpoint.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from app.observability import PROJECTION_BATCH
 from app.projections import batch as projection
 from app.projections.documents import Doc, DocKey
 from app.read_model.client import delete_matching
-from app.read_model.layout import APPLY, Keys, apply_args, document
+from app.read_model.layout import APPLY, Keys, apply_args, apply_keys, document, parked_event
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,9 @@ class Projector:
         # without reading them back, since it applies only if the checkpoint is still there.
         # None: read the checkpoint (and every document) from Redis.
         self._left: tuple[int, dict[DocKey, Doc | None]] | None = None
+        # The streams parked where `_left` stands, and how many events are parked there.
+        self._parked: set[str] = set()
+        self._parked_count = 0
         self._apply = redis.register_script(APPLY)
 
     def wake(self, _position: int = 0) -> None:
@@ -176,9 +183,10 @@ class Projector:
         if self._left is not None:
             checkpoint, carried = self._left
         else:
-            checkpoint, carried = await self.checkpoint(), {}
+            checkpoint, carried = await self._standing(), {}
         writing: asyncio.Task[None] | None = None
         written: list[RecordedEvent] = []
+        set_aside: list[projection.Parked] = []
         started = 0.0
         try:
             while True:
@@ -198,21 +206,25 @@ class Projector:
                     before.update(
                         (k, document(v)) for k, v in zip(missing, raw, strict=True)
                     )
-                result = projection.apply(decoded, before)
+                parked_before = self._parked_count
+                result = projection.apply(decoded, before, self._parked)
+                self._parked_count += len(result.parked)
                 if writing is not None:
                     await writing  # N is in Redis (or raised): only now may N+1 be sent
                     writing = None
-                    await self._committed(written, started)
+                    await self._committed(written, started, set_aside)
                     raise_if_cancelled()
                 started = time.perf_counter()
-                writing = asyncio.create_task(self._write_batch(checkpoint, events, result))
-                written, checkpoint = events, events[-1].position
+                writing = asyncio.create_task(
+                    self._write_batch(checkpoint, events, result, parked_before)
+                )
+                written, checkpoint, set_aside = events, events[-1].position, result.parked
                 self._left = None  # until N is known to be in Redis
                 _remember(carried, result.docs)
             if writing is not None:
                 await writing
                 writing = None
-                await self._committed(written, started)
+                await self._committed(written, started, set_aside)
         except CheckpointMoved:
             self._drop_prefetch()
             self._left = None
@@ -229,13 +241,16 @@ class Projector:
         return False
 
     async def _write_batch(
-        self, checkpoint: int, events: list[RecordedEvent], result: projection.BatchResult
+        self, checkpoint: int, events: list[RecordedEvent], result: projection.BatchResult,
+        parked: int,
     ) -> None:
         """One batch in one script call, applied only if the checkpoint is still `checkpoint`
-        (and, fenced, the pointer still names this generation); else `CheckpointMoved`."""
+        with `parked` events parked (and, fenced, the pointer still names this generation);
+        else `CheckpointMoved`."""
         outcome = await self._apply(
-            keys=[self._keys.checkpoint, self._keys.generation_pointer],
-            args=apply_args(self._keys, checkpoint, self._fenced, events, result, self._live),
+            keys=apply_keys(self._keys),
+            args=apply_args(self._keys, checkpoint, self._fenced, events, result, self._live,
+                            parked),
         )
         if outcome != 1:
             raw, pointer = outcome
@@ -243,9 +258,19 @@ class Projector:
                 current = self._current(raw, pointer if self._fenced else None)
             except (ReadModelDamaged, GenerationChanged) as moved:
                 raise CheckpointMoved(str(moved)) from moved
-            raise CheckpointMoved(f"the checkpoint is at {current}, not {checkpoint}")
+            raise CheckpointMoved(f"the read model is at {current} (its parked events may "
+                                  f"have been retried), not at {checkpoint}")
 
-    async def _committed(self, events: list[RecordedEvent], started: float) -> None:
+    async def _committed(
+        self, events: list[RecordedEvent], started: float, parked: list[projection.Parked]
+    ) -> None:
+        for aside in parked:
+            log.log(
+                logging.INFO if aside.reason == projection.BEHIND_PARKED else logging.WARNING,
+                "parked the event at position %d of %s (%s): %s; retry with "
+                "`python -m app parked retry`", aside.event.position, aside.event.stream_id,
+                aside.event.type, aside.reason,
+            )
         self.position = events[-1].position
         self.events_applied += len(events)
         PROJECTION_BATCH.observe(len(events))
@@ -268,6 +293,18 @@ class Projector:
             )
             return self._current(raw, pointer)
         return self._current(await self._redis.get(self._keys.checkpoint), None)
+
+    async def _standing(self) -> int:
+        """`checkpoint()`, read together with the parked streams, which it remembers."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._keys.checkpoint)
+            pipe.get(self._keys.generation_pointer)
+            pipe.zrange(self._keys.parked, 0, -1)
+            raw, pointer, members = await pipe.execute()
+        checkpoint = self._current(raw, pointer if self._fenced else None)
+        self._parked = {parked_event(member)[1] for member in members}
+        self._parked_count = len(members)
+        return checkpoint
 
     def _current(self, raw: Any, pointer: Any) -> int:
         """The checkpoint `raw` as read (with the pointer when fenced), or why it cannot be used."""

@@ -35,6 +35,10 @@ PROJECTION_LAG_SECONDS = Gauge(
     "cqrs_projection_lag_seconds",
     "Age of the oldest event not yet in the read model, 0 when caught up (at scrape)",
 )
+PARKED_EVENTS = Gauge(
+    "cqrs_parked_events",
+    "Events the read model set aside because a projection could not apply them (at scrape)",
+)
 WEBSOCKETS = Gauge("cqrs_websocket_connections", "Open websocket connections of this process")
 
 

@@ -212,3 +212,13 @@ class ProjectionStatus:
         "Whether a rebuild of the read model (`python -m app rebuild`) is under way; queries "
         "keep being answered from the current one meanwhile."
     ))
+    parked_events: int = strawberry.field(description=(
+        "How many events the read model has set aside because it could not apply them (and "
+        "the later events of their entities, kept in order). Their entities show their last "
+        "state before the first one; everything else stays current. An operator applies them "
+        "after the fix with `python -m app parked retry`."
+    ))
+    parked_streams: list[str] = strawberry.field(description=(
+        "The streams (`employee-{id}`, `location-{id}`) whose events are parked, in the order "
+        "they were parked."
+    ))

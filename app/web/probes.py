@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.bootstrap import Services
-from app.observability import PROJECTION_LAG_EVENTS, PROJECTION_LAG_SECONDS
+from app.observability import PARKED_EVENTS, PROJECTION_LAG_EVENTS, PROJECTION_LAG_SECONDS
 
 # The name these lines carried before app/main.py became app/web/: log filters match on it.
 log = logging.getLogger("app.main")
@@ -45,11 +45,13 @@ async def metrics(request: Request) -> Response:
 
 
 async def _projection_lag(services: Services) -> None:
-    """Projection lag, measured at scrape time: events behind, and the age of the oldest one."""
+    """Projection lag, measured at scrape time: events behind, the age of the oldest one, and
+    the events parked."""
     try:
         checkpoint = await services.read_model.checkpoint()
         head = await services.read_model.head()
         behind = max(head - checkpoint, 0)
+        parked, _streams = await services.read_model.parked()
         seconds = 0.0
         if behind:
             oldest = await services.store.read_all(checkpoint, 1)
@@ -60,4 +62,5 @@ async def _projection_lag(services: Services) -> None:
         log.warning("projection lag unavailable: %s", exc)
         return
     PROJECTION_LAG_EVENTS.set(behind)
+    PARKED_EVENTS.set(parked)
     PROJECTION_LAG_SECONDS.set(seconds)

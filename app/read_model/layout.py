@@ -148,7 +148,7 @@ def apply_keys(keys: Keys) -> list[str]:
 
 def apply_args(
     keys: Keys, checkpoint: int, fenced: bool, events: list[RecordedEvent], result: BatchResult,
-    live: bool, parked: int = 0,
+    live: bool, parked: int,
 ) -> list[Any]:
     """APPLY's ARGV for a batch read from `checkpoint` with `parked` events parked: its
     documents, indexes and time-travel history, the events it parks, the new checkpoint, and

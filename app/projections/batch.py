@@ -2,7 +2,8 @@
 
 A commit that a projection cannot apply (an unknown type, data that does not decode, a
 projection that raises) is parked, not applied: it and every later event of its streams, in
-order, until an operator retries them (app/projector/parked.py). Everything else goes on.
+order, until an operator retries them (app/projector/parked.py); so is a later commit that
+changes a document of a parked stream (and then its own streams). Everything else goes on.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def apply(
     result = BatchResult(docs)
     for commit in _commits(events):
         streams = {recorded.stream_id for recorded, _ in commit}
-        reason = BEHIND_PARKED if streams & parked else None
+        reason = BEHIND_PARKED if parked and _waits(commit, streams, parked) else None
         start: dict[DocKey, Doc | None] = {}
         if reason is None:
             try:
@@ -101,6 +102,17 @@ def apply(
             continue
         result.changes += _changes(commit[-1][0].commit_position, start, docs)
     return result
+
+
+def _waits(commit: Decoded, streams: set[str], parked: set[str]) -> bool:
+    """Whether a commit must wait behind parked events: those of one of its streams, or of the
+    stream of a document it changes (a hire into a location whose creation is parked cannot be
+    applied to that location before it; its employee's stream waits with it)."""
+    if streams & parked:
+        return True
+    return any(f"{kind}-{entity_id}" in parked  # a document's own stream: `location-7`
+               for _, event in commit if not isinstance(event, Exception)
+               for keys, _ in PROJECTIONS for kind, entity_id in keys(event))
 
 
 def _apply_commit(

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.domain.schema import default_schema
 from app.event_store.base import EventStore, NewEvent
 from app.event_store.memory import _LOGS
 from app.event_store.tables import events as events_table
@@ -28,6 +29,8 @@ from tests.harness.projection_support import (
     project_fully,
     workload,
 )
+
+SCHEMA = default_schema()
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -90,6 +93,17 @@ async def plant(store: EventStore, employee_id: int, *changes: str | Move | None
         appended = await store.append(moved, {stream: version})
         positions += range(appended.first_position, appended.last_position + 1)
     return positions
+
+
+async def append(store: EventStore, stream: str, *events: tuple[str, dict[str, object]]) -> int:
+    """One commit of `events` (type, data, in their type's current shape) at the end of
+    `stream`; its last position."""
+    version = (await store.stream_versions([stream])).get(stream, 0)
+    appended = await store.append(
+        [NewEvent(stream, kind, data, SCHEMA.version_of(kind)) for kind, data in events],
+        {stream: version},
+    )
+    return appended.last_position
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,3 +184,43 @@ async def test_a_poison_event_parks_its_stream_and_a_retry_after_the_fix_equals_
     await Projector(fixed, redis, rebuilt, batch_size=40).catch_up()
     assert await dump(redis, live) == await dump(redis, rebuilt)
     await assert_live(redis, live, company, but=victim)
+
+
+async def test_a_parked_location_holds_back_the_hires_into_it_until_retried(
+    store: EventStore, open_same: StoreOpener, store_url: str, redis: Redis, live: Keys,
+    rebuilt: Keys,
+) -> None:
+    handlers = command_handlers(store)
+    company = await workload(handlers, seed=11, events=60)
+    address = {"location_id": 90, "street_address": "9 Main St", "state": "IL",
+               "postal_code": "62709"}
+    poison = await append(store, "location-90", ("LocationCreated", address))  # no city
+    for employee_id in (900, 901):
+        await append(store, f"employee-{employee_id}", *(
+            ("EmployeeCreated", {"employee_id": employee_id, "first_name": "Ana",
+                                 "last_name": "Smith", "date_of_birth": "1990-01-01",
+                                 "job_title": "Cook"}),
+            ("EmployeeAssignedToLocation", {"employee_id": employee_id, "location_id": 90}),
+        ))
+    company = await workload(handlers, seed=12, events=120, company=company)
+    elsewhere = min(company.locations)
+    await append(store, "employee-900",
+                 ("EmployeeRemovedFromLocation", {"employee_id": 900, "location_id": 90}),
+                 ("EmployeeAssignedToLocation", {"employee_id": 900, "location_id": elsewhere}))
+    company = await workload(handlers, seed=13, events=180, company=company)
+
+    await Projector(store, redis, live, batch_size=40).catch_up()
+    parked = ParkedEvents(store, redis, live)
+    assert [p.stream_id for p in await parked.streams()] == [
+        "location-90", "employee-900", "employee-901"]
+    assert await employee_doc(redis, live, 900) is None
+    await assert_live(redis, live, company, but=0)
+
+    await rewrite_row(store_url, poison, {**address, "city": "Springfield"})
+    fixed = await open_same()  # its own connection, and none of the first one's memory
+    outcome = await ParkedEvents(fixed, redis, live).retry()
+    assert (outcome.applied, outcome.parked) == (7, [])
+    location = document(await redis.get(live.location(elsewhere)))
+    assert location is not None and 900 in location["employee_ids"]
+    await project_fully(fixed, redis, rebuilt)
+    assert await dump(redis, live) == await dump(redis, rebuilt)

@@ -65,3 +65,22 @@ def test_a_parked_stream_stays_parked_in_the_next_batch() -> None:
     ]), {("employee", 1): {"id": 1, "job_title": "Cook"}}, parked)
     assert [p.reason for p in result.parked] == [batch.BEHIND_PARKED]
     assert result.docs[("employee", 1)] == {"id": 1, "job_title": "Cook"} and not result.changes
+
+
+def test_a_commit_changing_a_document_of_a_parked_stream_waits_with_its_own_stream() -> None:
+    """A hire into a location whose creation is parked cannot be applied before it."""
+    log = [
+        event(1, "location-1", "LocationCreated", location_id=1, street_address="1 Main St",
+              city="Springfield", state="IL", postal_code="62701"),
+        event(2, "location-2", "LocationCreated", location_id=2, street_address="2 Main St",
+              state="IL", postal_code="62702"),  # no city
+        *hire(3, 5, 2),
+        *hire(5, 6, 1),
+        event(7, "employee-5", "EmployeeJobTitleChanged", employee_id=5, job_title="Chef"),
+    ]
+    parked: set[str] = set()
+    result = batch.apply(batch.decode(log), {}, parked)
+    assert parked == {"location-2", "employee-5"}
+    assert [p.event.position for p in result.parked] == [2, 3, 4, 7]
+    assert result.docs[("location", 1)]["employee_ids"] == [6]  # type: ignore[index]
+    assert result.docs.get(("employee", 5)) is None

@@ -2,11 +2,12 @@
 
 A retry applies every parked stream's events again, in order, to the documents as they stand,
 and rewrites the time-travel history of each document they touch as a fresh rebuild would
-have written it. That is exact because an event changes documents of other entities only in
-ways that commute with their own events (a location's set of employee ids): a document's
-version at a later commit is its parked-time version there with the retried events up to that
-commit applied on top. Events that still cannot be applied stay parked, with the rest of their
-stream; a row that was removed from the store is dropped from the parked set.
+have written it. That is exact: a document of a parked stream had every later change parked
+with it (app/projections/batch.py), so its history from there is the retried events alone; any
+other document is changed by them only in ways that commute with its own events (a location's
+set of employee ids), so its version at a later commit is its parked-time version there with
+the retried events up to that commit applied on top. Events that still cannot be applied stay
+parked, with the rest of their stream; a row removed from the store leaves the parked set.
 
 The retry is written by the projector's own script (`APPLY`): only if the checkpoint and the
 number of parked events are still what the retry read, so it never races the live projector

@@ -3,8 +3,10 @@
 With AUTH_MODE=none everybody is an anonymous writer. With AUTH_MODE=token a request carries
 `Authorization: Bearer <token>` (a websocket: its connection_init payload `{"Authorization":
 "Bearer <token>"}` or `{"token": "<token>"}`); the token is one of API_KEYS or a JWT signed with
-JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256) whose `roles` (list or string) or `scope` (space
-separated) claim lists `reader` / `writer`. `writer` implies `reader`.
+JWT_SECRET (HS256), JWT_PUBLIC_KEY (RS256) or the key of JWT_JWKS_URL its `kid` names
+(app/jwks.py), whose `roles` (list or string) or `scope` (space separated) claim lists
+`reader` / `writer` / `admin`. `writer` implies `reader`; `admin` implies both and alone may
+erase personal data (`forgetEmployee`).
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
+from app.jwks import JwksKeys
 from app.settings import Settings
 
-READER, WRITER = "reader", "writer"
-ROLES = (READER, WRITER)
+READER, WRITER, ADMIN = "reader", "writer", "admin"
+ROLES = (READER, WRITER, ADMIN)
+IMPLIED = {READER: (READER, WRITER, ADMIN), WRITER: (WRITER, ADMIN), ADMIN: (ADMIN,)}
+"""Per role, the roles that grant it."""
 EXPIRED = "The token has expired."
 
 
@@ -31,6 +36,15 @@ class AuthError(Exception):
     def __init__(self, message: str, code: str = "UNAUTHENTICATED") -> None:
         super().__init__(message)
         self.message, self.code = message, code
+
+
+class UnknownKeyId(AuthError):
+    """A JWT whose `kid` names none of JWT_JWKS_URL's keys as held now: invalid, unless the key
+    set fetched again holds it (`Authenticator.fetching_keys`)."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__("Invalid token.")
+        self.kid = kid
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +61,7 @@ class Principal:
     expires_at: float | None = None
 
     def allows(self, role: str) -> bool:
-        return role in self.roles or (role == READER and WRITER in self.roles)
+        return any(granting in self.roles for granting in IMPLIED[role])
 
     def expired(self, now: float) -> bool:
         """Whether its token has expired at `now` (as PyJWT decides: from `exp` on)."""
@@ -59,7 +73,7 @@ ANONYMOUS = Principal(None, frozenset(ROLES))
 
 def _role(value: Any, entry: int) -> str:
     if value not in ROLES:
-        raise ValueError(f"API_KEYS: the role of entry {entry} must be reader or writer, "
+        raise ValueError(f"API_KEYS: the role of entry {entry} must be reader, writer or admin, "
                          f"not {value!r}")
     return str(value)
 
@@ -132,8 +146,26 @@ class Authenticator:
             self.jwt_keys.append(("HS256", settings.jwt_secret))
         if settings.jwt_public_key:
             self.jwt_keys.append(("RS256", settings.jwt_public_key.replace("\\n", "\n")))
-        if self.enabled and not self.keys and not self.jwt_keys:
-            raise ValueError("AUTH_MODE=token needs API_KEYS, JWT_SECRET or JWT_PUBLIC_KEY")
+        self.jwks = JwksKeys(
+            settings.jwt_jwks_url, settings.jwt_jwks_refresh_seconds,
+            settings.jwt_jwks_min_refetch_seconds,
+        ) if self.enabled and settings.jwt_jwks_url else None
+        if self.enabled and not self.keys and not self.jwt_keys and self.jwks is None:
+            raise ValueError(
+                "AUTH_MODE=token needs API_KEYS, JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL"
+            )
+
+    async def fetching_keys(self, authenticate: Callable[[], Principal]) -> Principal:
+        """`authenticate()` (from_header, from_connection_params or from_token), once more
+        after fetching JWT_JWKS_URL's keys when the token names a key id not held yet (a key
+        rotated in). Those methods never do I/O, so that callers on the event loop can use
+        them; the fetch is awaited here (app/jwks.py, on a thread)."""
+        try:
+            return authenticate()
+        except UnknownKeyId as unknown:
+            if self.jwks is None or not await self.jwks.fetch_unknown(unknown.kid):
+                raise
+        return authenticate()
 
     def from_header(self, authorization: str | None) -> Principal:
         """The principal of an `Authorization` header value (anonymous when auth is off)."""
@@ -163,13 +195,31 @@ class Authenticator:
         for secret, principal in self.keys.items():
             if hmac.compare_digest(secret.encode(), token.encode()):
                 return principal
-        if self.jwt_keys and token.count(".") == 2:
+        if (self.jwt_keys or self.jwks is not None) and token.count(".") == 2:
             return self._from_jwt(token)
         raise AuthError("Invalid token.")
 
+    def _keys_for(self, token: str) -> Iterator[tuple[str, Any]]:
+        """The (algorithm, key) pairs that may have signed `token`, in order: JWT_SECRET,
+        JWT_PUBLIC_KEY, then the JWKS key its `kid` names. Lazy: a `kid` that names no key held
+        raises UnknownKeyId only when the static keys did not verify the token."""
+        yield from self.jwt_keys
+        if self.jwks is None:
+            return
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError:
+            return
+        if not isinstance(kid, str):  # a JWKS key is chosen by the id the token names
+            return
+        key = self.jwks.get(kid)
+        if key is None:
+            raise UnknownKeyId(kid)
+        yield key.algorithm_name, key.key
+
     def _from_jwt(self, token: str) -> Principal:
         claims: dict[str, Any] | None = None
-        for algorithm, key in self.jwt_keys:
+        for algorithm, key in self._keys_for(token):
             try:
                 claims = jwt.decode(
                     token, key, algorithms=[algorithm], audience=self.audience,

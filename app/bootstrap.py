@@ -13,10 +13,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.domain.schema import default_schema
-from app.embedded_redis import redis_url
+from app.embedded_redis import is_embedded, redis_url
 from app.event_store import open_store
 from app.event_store.base import EventStore
 from app.observability import APPENDS, PROJECTED_POSITION
+from app.privacy import rewrite_append_only_file
 from app.private_files import private_dir
 from app.projector.generations import Generations
 from app.projector.leader import Lease
@@ -94,6 +95,8 @@ async def bootstrap(
             settings.damage_check_seconds,
         )
         stack.push_async_callback(runner.close)
+        if await asyncio.to_thread(is_embedded, settings, url):  # our own file: keep it clean
+            runner.on_erasure(lambda: rewrite_append_only_file(redis))
         try:
             generation = await runner.prepare()
         except (RedisError, OSError) as error:  # the listener follows the pointer once it is up

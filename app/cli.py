@@ -1,4 +1,5 @@
-"""`python -m app …`: serve, project, rebuild, status, parked, seed-demo, export-schema."""
+"""`python -m app …` (or the installed `restaurant-cqrs …`): serve, project, rebuild, status,
+parked, seed-demo, export-schema, privacy."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from app.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    """The command line; also the `restaurant-cqrs` console script (pyproject.toml)."""
+    parser = argparse.ArgumentParser(prog=_program(), description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the GraphQL API (and the projector)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -38,6 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed.add_argument("--locations", type=int, default=5)
     seed.add_argument("--employees", type=int, default=40)
     commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    privacy = commands.add_parser(
+        "privacy", help="erasure of personal data: clean the files (docs/privacy.md)"
+    )
+    privacy.add_argument(
+        "action", choices=["compact"],
+        help="compact: VACUUM the event store (PostgreSQL: VACUUM FULL of the key, event and "
+             "snapshot tables) and rewrite Redis's append-only file",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "export-schema":
@@ -48,15 +58,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     from app.observability import configure_logging
 
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_format, settings.log_json)
     if args.command == "serve":
         return _serve(settings, args)
     runners = {"project": _project, "rebuild": _rebuild, "status": _status, "parked": _parked,
-               "seed-demo": _seed}
+               "seed-demo": _seed, "privacy": _privacy}
     try:
         return asyncio.run(runners[args.command](settings, args))
     except KeyboardInterrupt:
         return 130
+
+
+def _program() -> str:
+    """How the user called us, for usage lines: `python -m app` or the console script's name."""
+    called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m app" if called in ("", "__main__.py", "-c") else called
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -64,15 +80,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from app.auth import Authenticator
     from app.embedded_redis import redis_url
+    from app.observability import MULTIPROCESS_VARIABLE, prepare_multiprocess_dir
     from app.web.hosts import WILDCARD_BINDS, default_allowed_hosts
 
     try:  # refused authentication settings stop `serve` with one line, before anything starts
         Authenticator(settings)
     except ValueError as error:
-        print(f"python -m app serve: {error}", file=sys.stderr)
+        print(f"{_program()} serve: {error}", file=sys.stderr)
         return 2
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
+    if args.workers > 1:  # each scrape reaches one worker: it answers for all of them
+        metrics_dir = prepare_multiprocess_dir(settings.var_dir.resolve())
+        os.environ[MULTIPROCESS_VARIABLE] = str(metrics_dir)
     if not settings.allowed_hosts:  # what the app's host check allows (app/web/hosts.py)
         hosts = os.environ["ALLOWED_HOSTS"] = default_allowed_hosts(args.host)
         if args.host in WILDCARD_BINDS:
@@ -199,8 +219,24 @@ async def _parked(settings: Settings, args: argparse.Namespace) -> int:
         return 1 if args.action == "retry" and remaining else 0
 
 
+async def _privacy(settings: Settings, _args: argparse.Namespace) -> int:
+    """`compact`: after erasures, rewrite the files that may still hold erased bytes."""
+    from app.bootstrap import bootstrap
+    from app.privacy import rewrite_append_only_file
+
+    async with bootstrap(settings, run_projector=False, follow=False) as services:
+        for statement in await services.store.compact():
+            print(f"event store: {statement}")
+        if await rewrite_append_only_file(services.redis):
+            print("redis: BGREWRITEAOF (finished)")
+        else:
+            print("redis: keeps no append-only file (nothing to rewrite)")
+    return 0
+
+
 async def _seed(settings: Settings, args: argparse.Namespace) -> int:
-    """Demo data through the same command handlers the API uses, with progress on stderr."""
+    """Demo data through the same command handlers the API uses, with progress on stderr and
+    a summary of what was made (ids, positions) on stdout."""
     from app.bootstrap import bootstrap
     from app.domain import commands as c
     from app.domain.errors import DomainError
@@ -214,7 +250,9 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
     ctx = CommandContext(correlation_id="seed-demo", actor="seed-demo")
     async with bootstrap(settings, run_projector=True) as services:
         handlers = services.handlers
-        location_ids = []
+        location_ids: list[int] = []
+        employee_ids: list[int] = []
+        positions: list[int] = []
         total = args.locations + args.employees
         for n in range(args.locations):
             city, state = cities[n % len(cities)]
@@ -223,8 +261,8 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
                 c.CreateLocation(address, city, state, f"{10000 + n * 97}"), ctx
             )
             location_ids.append(made.entity_id)
+            positions.append(made.position)
             _progress(n + 1, total)
-        position = 0
         for n in range(args.employees):
             try:
                 made = await handlers.create_employee(
@@ -236,11 +274,35 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
             except DomainError as error:
                 print(f"\nskipped employee {n + 1}: {error.message}", file=sys.stderr)
                 continue
-            position = made.position
+            employee_ids.append(made.entity_id)
+            positions.append(made.position)
             _progress(args.locations + n + 1, total)
-        await services.waiter.wait_for(position, 30)
-    print(file=sys.stderr)
+        print(file=sys.stderr)
+        projected = await services.waiter.wait_for(max(positions, default=0), 30)
+    print(_seed_summary(location_ids, employee_ids, positions, projected))
     return 0
+
+
+def _seed_summary(
+    location_ids: list[int], employee_ids: list[int], positions: list[int], projected: bool
+) -> str:
+    """What seed-demo made, in the words of the API: ids to query, positions to travel to."""
+    def ids(made: list[int]) -> str:
+        return f"ids {min(made)}-{max(made)}" if made else "none"
+
+    lines = [
+        f"created {len(location_ids)} locations ({ids(location_ids)}) and "
+        f"{len(employee_ids)} employees ({ids(employee_ids)})",
+    ]
+    if positions:
+        first_position = min(positions)  # a location's only event; a hire ends with its second
+        lines.append(f"their events are at positions {first_position}-{max(positions)} of the "
+                     "event log (try atPosition)")
+        lines.append("the read model shows them" if projected else
+                     "the read model has not shown them yet: is a projector running?")
+    lines.append("a new location without an id gets the next free one; see the README's first "
+                 "request")
+    return "\n".join(lines)
 
 
 def _progress(done: int, total: int, note: str = "") -> None:

@@ -86,6 +86,11 @@ class EmbeddedValkey:
         log.info("started embedded Valkey on port %d (data in %s)", port, self._dir)
         return _url(port, password)
 
+    def serves(self, url: str) -> bool:
+        """Whether `url` is this checkout's running embedded Valkey."""
+        running = self._running()
+        return running is not None and url == _url(*running)
+
     def _running(self) -> tuple[int, str] | None:
         """The port and password of the server `server.json` records, if it answers to them."""
         try:
@@ -103,6 +108,11 @@ class EmbeddedValkey:
             self._server.stop()
             self._server = None
             self._info.unlink(missing_ok=True)
+
+
+def is_embedded(settings: Settings, url: str) -> bool:
+    """Whether `url` (as a worker gets it in REDIS_URL) is the embedded Valkey of VAR_DIR."""
+    return EmbeddedValkey(settings.var_dir / "valkey").serves(url)
 
 
 def redis_url(settings: Settings) -> RedisUrl:

@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     700); 0 keeps the interpreter's defaults."""
     run_projector: bool = True
     log_level: str = "INFO"
-    log_json: bool = True
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """auto: readable lines on a terminal, one JSON object per line otherwise."""
+    log_json: bool | None = None
+    """The older switch: when set and LOG_FORMAT is auto, true means json, false console."""
     max_page_size: int = 500
     subscription_queue_size: int = 1000
     graphiql: bool = True
@@ -80,6 +83,12 @@ class Settings(BaseSettings):
     """HS256 shared secret."""
     jwt_public_key: str | None = None
     """RS256 public key (PEM)."""
+    jwt_jwks_url: str | None = None
+    """An OpenID Connect provider's JWKS document (http(s)): RS/ES/EdDSA keys chosen by `kid`."""
+    jwt_jwks_refresh_seconds: float = 300.0
+    """How often the JWKS is fetched again (keys rotated in or out)."""
+    jwt_jwks_min_refetch_seconds: float = 10.0
+    """The least time between two fetches of the JWKS caused by tokens naming unknown keys."""
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
 

@@ -135,11 +135,12 @@ async def reset_postgres(url: str, extra_tables: tuple[str, ...] = ()) -> None:
     import sqlalchemy as sa
 
     from app.domain.schema import default_schema
+    from app.event_store import tables
     from app.event_store.sqlalchemy import SqlAlchemyEventStore
 
     store = await SqlAlchemyEventStore.open(url, default_schema())
     async with store.engine.begin() as conn:
-        await conn.execute(sa.text("TRUNCATE events, streams, idempotency_keys, snapshots"))
+        await conn.execute(sa.text(f"TRUNCATE {', '.join(tables.metadata.tables)}"))
         for name in extra_tables:
             await conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
     await store.close()

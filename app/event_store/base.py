@@ -131,6 +131,11 @@ class EventStore(Protocol):
         """Call `listener(last_position)` after each committed append of this process."""
         ...
 
+    async def compact(self) -> list[str]:
+        """Rewrite the store's files so that no erased value or destroyed key lingers in freed
+        space (`python -m app privacy compact`); what was run, for the operator."""
+        ...
+
     async def close(self) -> None: ...
 
 

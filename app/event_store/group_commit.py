@@ -29,6 +29,7 @@ from app.event_store.base import (
     NewEvent,
     RecordedEvent,
 )
+from app.event_store.keys import Sealer, erased_streams
 from app.event_store.recent import RecentCommits
 
 MAX_GROUP = 256  # appends written in one transaction at most
@@ -137,11 +138,17 @@ class GroupCommitStore(ABC):
         self._writer: asyncio.Task[None] | None = None  # one writer at a time: no busy-waiting
         self._listeners: list[AppendListener] = []
         self._recent = RecentCommits()
+        self._sealer = Sealer()
 
     @abstractmethod
     async def _write_group(self, group: list[Request]) -> Plan:
         """Plan and write `group` in one transaction. Raises StoreUnavailable when the store
         cannot be reached and ForeignWrite on a unique-key violation; nothing is then written."""
+
+    @abstractmethod
+    async def _after_erasure(self) -> None:
+        """After a group that erased personal data committed: the adapter's file hygiene
+        (SQLite: checkpoint the WAL so the deleted key's old pages leave the files)."""
 
     @abstractmethod
     async def _read_batch(self, after_position: int, limit: int) -> list[RecordedEvent]:
@@ -226,6 +233,12 @@ class GroupCommitStore(ABC):
         except Exception as exc:  # anything else fails this group, not the writer
             self._settle(live, [exc] * len(live))
             return
+        if erased_streams(written.rows):  # the commits kept in memory hold personal data
+            self._recent.clear()
+            try:
+                await self._after_erasure()
+            except Exception as exc:  # committed: only the files' hygiene is late
+                log.warning("file clean-up after an erasure failed: %s", exc)
         self._recent.add(self._as_read(row) for row in written.rows)
         self._settle(live, written.outcomes)
 

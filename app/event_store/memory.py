@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.domain.schema import EventSchema
 from app.event_store.base import IdempotencyRecord, RecordedEvent, Snapshot, split_stream_id
@@ -20,6 +20,7 @@ from app.event_store.group_commit import (
     idempotency_keys,
     plan,
 )
+from app.event_store.keys import erased_streams, masked, streams_needing_keys
 
 
 @dataclass
@@ -30,6 +31,7 @@ class MemoryLog:
     versions: dict[str, int] = field(default_factory=dict)
     commands: dict[str, IdempotencyRecord] = field(default_factory=dict)
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
 
 
 _LOGS: dict[str, MemoryLog] = {}
@@ -61,9 +63,16 @@ class MemoryEventStore(GroupCommitStore):
         known = {k: log.commands[k] for k in idempotency_keys(group) if k in log.commands}
         stored = {s: log.versions[s] for s in expected_streams(group) if s in log.versions}
         decided = plan(group, known, stored, head)
-        for row in decided.rows:  # stored as a database would: a copy, not the caller's dicts
+        needed = streams_needing_keys(decided.rows)
+        sealed, new_keys = self._sealer.seal(
+            decided.rows, {s: log.keys[s] for s in needed if s in log.keys}
+        )
+        log.keys.update(new_keys)
+        for row in sealed:  # stored as a database would: a copy, not the caller's dicts
             log.events.append(RecordedEvent(**{**row, "data": copy.deepcopy(row["data"]),
                                                "metadata": dict(row["metadata"])}))
+        for stream_id in erased_streams(decided.rows):
+            self._erase(stream_id)
         log.versions.update(decided.after)
         for row in decided.command_rows:
             log.commands[row["key"]] = IdempotencyRecord(
@@ -72,13 +81,32 @@ class MemoryEventStore(GroupCommitStore):
             )
         return decided
 
+    async def _after_erasure(self) -> None:
+        """No files."""
+
+    async def compact(self) -> list[str]:
+        return []
+
+    def _erase(self, stream_id: str) -> None:
+        """Destroy the stream's key and snapshot; mask its plaintext rows in place."""
+        log = self._log
+        log.keys.pop(stream_id, None)
+        log.snapshots.pop(stream_id, None)
+        for index, stored in enumerate(log.events):
+            if stored.stream_id == stream_id:
+                mask = masked(stored.type, stored.data, stored.metadata)
+                if mask is not None:
+                    log.events[index] = replace(stored, data=mask[0], metadata=mask[1])
+
     def _read(self, stored: RecordedEvent) -> RecordedEvent:
-        """A stored event as a reader gets it: its own copy, upcast."""
+        """A stored event as a reader gets it: its own copy, opened, upcast."""
         kind, version = stored.type, stored.schema_version
+        data = self._sealer.open(kind, stored.stream_id, copy.deepcopy(stored.data),
+                                 self._log.keys.get(stored.stream_id))
         return RecordedEvent(
             stored.position, stored.stream_id, stored.version, kind,
             self._schema.current.get(kind, version),
-            self._schema.upcast(kind, version, copy.deepcopy(stored.data)),
+            self._schema.upcast(kind, version, data),
             dict(stored.metadata), stored.recorded_at, stored.commit_position,
         )
 

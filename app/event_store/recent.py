@@ -33,6 +33,10 @@ class RecentCommits:
                 cut += 1  # keep whole commits only
             del events[:cut]
 
+    def clear(self) -> None:
+        """Forget every kept commit (after an erasure: they may hold the erased values)."""
+        self._events.clear()
+
     def batch(self, after_position: int, limit: int) -> list[RecordedEvent] | None:
         """Up to `limit` events after `after_position` and the rest of the last one's commit,
         or None when the run does not start at or before the first of them."""

@@ -35,7 +35,20 @@ from app.event_store.group_commit import (
     idempotency_keys,
     plan,
 )
-from app.event_store.tables import commands, events, metadata, snapshots, streams
+from app.event_store.keys import (
+    SEALED_TYPES,
+    erased_streams,
+    masked,
+    streams_needing_keys,
+)
+from app.event_store.tables import (
+    commands,
+    events,
+    metadata,
+    personal_data_keys,
+    snapshots,
+    streams,
+)
 
 APPEND_LOCK_KEY = 0x45_56_45_4E_54  # the PostgreSQL advisory lock that serialises appends
 UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, sqlite3.OperationalError)
@@ -92,10 +105,13 @@ def create_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA journal_mode=WAL")  # concurrent readers
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA secure_delete=ON")  # an erased key's bytes are overwritten
         cursor.close()
 
     @sa_event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: SyncConnection) -> None:
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return  # no transaction (VACUUM: `compact`)
         immediate = conn.get_execution_options().get("sqlite_immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -158,8 +174,16 @@ class SqlAlchemyEventStore(GroupCommitStore):
         decided = plan(group, known, stored,
                        (head.position, utc(head.recorded_at)) if head else None)
         if decided.rows:
-            await conn.execute(events.insert(), decided.rows)
+            sealed, new_keys = self._sealer.seal(
+                decided.rows, await self._keys(conn, streams_needing_keys(decided.rows))
+            )
+            if new_keys:
+                await conn.execute(personal_data_keys.insert(),
+                                   [{"stream_id": s, "key": k} for s, k in new_keys])
+            await conn.execute(events.insert(), sealed)
             await self._advance_streams(conn, decided)
+            for stream_id in erased_streams(decided.rows):
+                await self._erase(conn, stream_id)
         if decided.command_rows:
             await conn.execute(commands.insert(), decided.command_rows)
         return decided
@@ -179,6 +203,53 @@ class SqlAlchemyEventStore(GroupCommitStore):
                 .values(version=sa.bindparam("b_version")),
                 [{"b_stream_id": s, "b_version": decided.after[s]} for s in updated],
             )
+
+    async def _keys(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in chunks(stream_ids):
+            rows = await conn.execute(
+                sa.select(personal_data_keys.c.stream_id, personal_data_keys.c.key)
+                .where(personal_data_keys.c.stream_id.in_(chunk))
+            )
+            found.update((row.stream_id, row.key) for row in rows)
+        return found
+
+    async def _erase(self, conn: AsyncConnection, stream_id: str) -> None:
+        """Inside the transaction appending the erasure: destroy the stream's key, drop its
+        snapshot and mask its plaintext rows (see app/event_store/keys.py)."""
+        await conn.execute(
+            personal_data_keys.delete().where(personal_data_keys.c.stream_id == stream_id))
+        await conn.execute(snapshots.delete().where(snapshots.c.stream_id == stream_id))
+        rows = await conn.execute(
+            sa.select(events.c.position, events.c.type, events.c.data, events.c.metadata)
+            .where(events.c.stream_id == stream_id, events.c.type.in_(SEALED_TYPES))
+        )
+        for row in rows.all():
+            mask = masked(row.type, dict(row.data), dict(row.metadata))
+            if mask is not None:
+                await conn.execute(events.update().where(events.c.position == row.position)
+                                   .values(data=mask[0], metadata=mask[1]))
+
+    async def compact(self) -> list[str]:
+        """PostgreSQL: VACUUM FULL of the tables an erasure deletes from or updates (a new
+        file each, without the dead rows); SQLite: VACUUM and an emptied WAL."""
+        if self._postgres:
+            statements = [f"VACUUM FULL {table.name}"
+                          for table in (personal_data_keys, events, snapshots)]
+        else:
+            statements = ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"]
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for statement in statements:
+                await conn.exec_driver_sql(statement)
+        return statements
+
+    async def _after_erasure(self) -> None:
+        """SQLite: copy the WAL into the database file and truncate it (see sqlite.py)."""
+        if not self._postgres:
+            async with self._sql() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def _versions(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -214,18 +285,29 @@ class SqlAlchemyEventStore(GroupCommitStore):
             raise
 
     async def _select(self, query: sa.Select[Any]) -> list[RecordedEvent]:
+        """`query`'s events, each with its stream's personal-data key when its type may be
+        sealed (the same statement: a key deleted meanwhile is never used)."""
+        stored_key = (
+            sa.select(personal_data_keys.c.key)
+            .where(personal_data_keys.c.stream_id == events.c.stream_id)
+            .scalar_subquery()
+        )
+        query = query.add_columns(
+            sa.case((events.c.type.in_(SEALED_TYPES), stored_key)).label("personal_key")
+        )
         async with self._sql() as conn:
             rows = (await conn.execute(query)).all()
         return [self._recorded(row) for row in rows]
 
     def _recorded(self, row: sa.Row[Any]) -> RecordedEvent:
+        data = self._sealer.open(row.type, row.stream_id, dict(row.data), row.personal_key)
         return RecordedEvent(
             position=row.position,
             stream_id=row.stream_id,
             version=row.version,
             type=row.type,
             schema_version=self._schema.current.get(row.type, row.schema_version),
-            data=self._schema.upcast(row.type, row.schema_version, dict(row.data)),
+            data=self._schema.upcast(row.type, row.schema_version, data),
             metadata=dict(row.metadata),
             recorded_at=utc(row.recorded_at),
             commit_position=row.commit_position,

@@ -48,6 +48,7 @@ from app.event_store.group_commit import (
     idempotency_keys,
     plan,
 )
+from app.event_store.keys import SEALED_TYPES, erased_streams, masked, streams_needing_keys
 from app.event_store.tables import metadata
 
 T = TypeVar("T")
@@ -85,6 +86,7 @@ class SqliteThreads:
                                    check_same_thread=False, cached_statements=STATEMENTS)
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA secure_delete=ON")  # an erased key's bytes are overwritten
             self._local.conn = conn
             with self._guard:
                 self._connections.append(conn)
@@ -120,6 +122,20 @@ class SqliteThreads:
         conn.execute("COMMIT")
         return result
 
+    async def checkpoint(self) -> None:
+        """`PRAGMA wal_checkpoint(TRUNCATE)` on the writer thread (it waits for readers)."""
+        await self.run("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def run(self, statement: str) -> None:
+        """One statement outside any transaction, on the writer thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._writer, lambda: self.connection().execute(statement).fetchall()
+            )
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
@@ -130,7 +146,7 @@ class SqliteThreads:
 
 
 def insert_rows(
-    conn: sqlite3.Connection, insert: str, rows: list[tuple[object, ...]], tail: str = ""
+    conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[object, ...]], tail: str = ""
 ) -> None:
     """`insert` ("INSERT INTO t (a, b) VALUES") of `rows`, ROWS_PER_STATEMENT per statement:
     one step each, where `executemany` takes one step (and one GIL hand-over) per row."""
@@ -143,14 +159,20 @@ def insert_rows(
                      [value for row in part for value in row])
 
 
+SEALED_IN = ",".join(f"'{kind}'" for kind in SEALED_TYPES)
+
+
 def select_events(where: str, order: str = "position", limit: bool = False) -> str:
-    """The events matching `where`, as one row holding one JSON array (see `_events`)."""
+    """The events matching `where`, as one row holding one JSON array (see `_events`), each
+    with the personal-data key of its stream when its type may be sealed (null: none, erased)."""
     rows = ("SELECT position, stream_id, version, type, schema_version, data, metadata,"
             f" recorded_at, commit_position FROM events WHERE {where} ORDER BY {order}"
             + (" LIMIT ?" if limit else ""))
     return (
         "SELECT json_group_array(json_array(position, stream_id, version, type, schema_version,"
-        f" json(data), json(metadata), recorded_at, commit_position)) FROM ({rows})"
+        " json(data), json(metadata), recorded_at, commit_position,"
+        f" CASE WHEN type IN ({SEALED_IN}) THEN (SELECT key FROM personal_data_keys k"
+        f" WHERE k.stream_id = r.stream_id) END)) FROM ({rows}) r"
     )
 
 
@@ -182,6 +204,34 @@ def _commands(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Idempo
     return found
 
 
+def _keys(conn: sqlite3.Connection, stream_ids: Sequence[str]) -> dict[str, str]:
+    """The stored personal-data keys of the named streams."""
+    found: dict[str, str] = {}
+    for marks, chunk in _in(stream_ids):
+        found.update(conn.execute(
+            f"SELECT stream_id, key FROM personal_data_keys WHERE stream_id IN ({marks})", chunk
+        ).fetchall())
+    return found
+
+
+def _erase(conn: sqlite3.Connection, stream_ids: Sequence[str]) -> None:
+    """Inside the transaction appending their erasure: destroy the streams' keys, drop their
+    snapshots and mask the personal fields of their plaintext rows (see app/event_store/keys.py)."""
+    for stream_id in stream_ids:
+        conn.execute("DELETE FROM personal_data_keys WHERE stream_id = ?", (stream_id,))
+        conn.execute("DELETE FROM snapshots WHERE stream_id = ?", (stream_id,))
+        rows = conn.execute(
+            f"SELECT position, type, data, metadata FROM events WHERE stream_id = ?"
+            f" AND type IN ({SEALED_IN})", (stream_id,),
+        ).fetchall()
+        for position, kind, data, meta in rows:
+            mask = masked(kind, orjson.loads(data), orjson.loads(meta))
+            if mask is not None:
+                conn.execute("UPDATE events SET data = ?, metadata = ? WHERE position = ?",
+                             (orjson.dumps(mask[0]).decode(), orjson.dumps(mask[1]).decode(),
+                              position))
+
+
 def _versions(conn: sqlite3.Connection, stream_ids: Sequence[str]) -> dict[str, int]:
     stored: dict[str, int] = {}
     for marks, chunk in _in(stream_ids):
@@ -207,11 +257,18 @@ class SqliteEventStore(GroupCommitStore):
         """Create the tables if missing (WAL mode, so readers never wait for the writer)."""
 
         def create() -> None:
-            engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+            # The driver's own transactions off, so that ours takes the write lock before it
+            # looks: processes starting together on a new file (`serve --workers N`) would each
+            # see no tables and all but one fail on "table already exists".
+            engine = sa.create_engine(
+                f"sqlite:///{path}", connect_args={"timeout": 30, "isolation_level": None}
+            )
             try:
-                with engine.begin() as conn:
+                with engine.connect() as conn:
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
                     metadata.create_all(conn)
+                    conn.exec_driver_sql("COMMIT")
             finally:
                 engine.dispose()
 
@@ -225,6 +282,17 @@ class SqliteEventStore(GroupCommitStore):
     async def _write_group(self, group: list[Request]) -> Plan:
         return await self._file.write(lambda conn: self._write(conn, group))
 
+    async def compact(self) -> list[str]:
+        """VACUUM (a new file without free pages), then empty the WAL."""
+        await self._file.run("VACUUM")
+        await self._file.checkpoint()
+        return ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"]
+
+    async def _after_erasure(self) -> None:
+        """Copy the WAL into the database file and truncate it: the pages that held the
+        destroyed key and the masked values (overwritten there, `secure_delete`) go for good."""
+        await self._file.checkpoint()
+
     def _write(self, conn: sqlite3.Connection, group: list[Request]) -> Plan:
         """The group on the writer thread, inside its BEGIN IMMEDIATE transaction."""
         last = conn.execute(
@@ -235,14 +303,19 @@ class SqliteEventStore(GroupCommitStore):
                        (last[0], self._time(last[1])) if last else None)
         if decided.rows:
             recorded = decided.rows[0]["recorded_at"].strftime(TIME_FORMAT)  # one per group
+            stored, new_keys = self._sealer.seal(
+                decided.rows, _keys(conn, streams_needing_keys(decided.rows))
+            )
+            insert_rows(conn, "INSERT INTO personal_data_keys (stream_id, key) VALUES", new_keys)
             insert_rows(
                 conn, "INSERT INTO events (position, stream_id, version, type, schema_version,"
                 " data, metadata, recorded_at, commit_position) VALUES",
                 [(r["position"], r["stream_id"], r["version"], r["type"], r["schema_version"],
                   orjson.dumps(r["data"]).decode(), orjson.dumps(r["metadata"]).decode(),
                   recorded, r["commit_position"])
-                 for r in decided.rows],
+                 for r in stored],
             )
+            _erase(conn, erased_streams(decided.rows))
             insert_rows(
                 conn, "INSERT INTO streams (stream_id, category, number, version) VALUES",
                 [(s, *split_stream_id(s), decided.after[s]) for s in decided.changed()],
@@ -267,7 +340,9 @@ class SqliteEventStore(GroupCommitStore):
 
     def _recorded(self, row: list[Any]) -> RecordedEvent:
         """A row of `_events` as a RecordedEvent, upcast."""
-        position, stream_id, version, kind, schema_version, payload, meta, recorded, commit = row
+        (position, stream_id, version, kind, schema_version, payload, meta, recorded, commit,
+         key) = row
+        payload = self._sealer.open(kind, stream_id, payload, key)
         current = self._schema.current.get(kind, schema_version)
         if schema_version < current:
             payload = self._schema.upcast(kind, schema_version, payload)

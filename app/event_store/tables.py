@@ -54,3 +54,12 @@ snapshots = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("state", Json, nullable=False),
 )
+
+personal_data_keys = sa.Table(
+    "personal_data_keys",
+    metadata,
+    sa.Column("stream_id", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(64), nullable=False),
+)
+"""One AES-256 key (hex) per stream holding personal data (app/event_store/keys.py): deleting
+its row is the erasure of that stream's personal data."""

@@ -9,9 +9,9 @@ changes a document of a parked stream (and then its own streams). Everything els
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from app.domain.events import DomainEvent
+from app.domain.events import DomainEvent, EmployeePersonalDataErased
 from app.domain.schema import EVENT_TYPES, from_data
 from app.event_store.base import RecordedEvent
 from app.projections import employees, locations
@@ -74,6 +74,9 @@ class BatchResult:
     docs: dict[DocKey, Doc | None]
     changes: list[Change] = field(default_factory=list)
     parked: list[Parked] = field(default_factory=list)
+    erased: list[int] = field(default_factory=list)
+    """Employees whose personal data the batch erases (in commits it applies, not in parked
+    ones): the projector rewrites their history."""
 
 
 def apply(
@@ -101,6 +104,15 @@ def apply(
             result.parked += (Parked(recorded, reason) for recorded, _ in commit)
             continue
         result.changes += _changes(commit[-1][0].commit_position, start, docs)
+        result.erased += (event.employee_id for _, event in commit
+                          if isinstance(event, EmployeePersonalDataErased))
+    if result.erased:  # the batch's earlier versions of them go to the history too
+        gone = set(result.erased)
+        result.changes = [
+            replace(c, doc=employees.erased(c.doc))
+            if c.entity == "employee" and c.entity_id in gone and c.doc is not None else c
+            for c in result.changes
+        ]
     return result
 
 

@@ -1,4 +1,6 @@
-"""Employee read model: an employee's fields and current location; terminated employees vanish."""
+"""Employee read model: an employee's fields and current location; terminated employees vanish.
+An erasure nulls the personal fields and sets `personal_data_erased` (`erased`); the projector
+applies `erased` to every stored version of the employee too (app/projector/loop.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from app.domain.events import (
     EmployeeAssignedToLocation,
     EmployeeCreated,
     EmployeeJobTitleChanged,
+    EmployeePersonalDataErased,
     EmployeeRemovedFromLocation,
     EmployeeTerminated,
 )
@@ -17,7 +20,7 @@ def keys(event: DomainEvent) -> list[DocKey]:
     """Employee documents an event changes."""
     match event:
         case (EmployeeCreated() | EmployeeAssignedToLocation() | EmployeeRemovedFromLocation()
-              | EmployeeJobTitleChanged() | EmployeeTerminated()):
+              | EmployeeJobTitleChanged() | EmployeeTerminated() | EmployeePersonalDataErased()):
             return [("employee", event.employee_id)]
     return []
 
@@ -25,10 +28,11 @@ def keys(event: DomainEvent) -> list[DocKey]:
 def project(doc: Doc | None, event: DomainEvent, at: Stamp) -> Doc | None:
     """The employee document after `event` (None once terminated)."""
     if isinstance(event, EmployeeCreated):
+        born = event.date_of_birth
         return stamped({
             "id": event.employee_id, "first_name": event.first_name,
-            "last_name": event.last_name, "date_of_birth": event.date_of_birth.isoformat(),
-            "job_title": event.job_title, "location_id": None,
+            "last_name": event.last_name, "date_of_birth": born.isoformat() if born else None,
+            "job_title": event.job_title, "location_id": None, "personal_data_erased": False,
         }, at)
     if doc is None or isinstance(event, EmployeeTerminated):
         return None
@@ -40,4 +44,14 @@ def project(doc: Doc | None, event: DomainEvent, at: Stamp) -> Doc | None:
             new["location_id"] = None
         case EmployeeJobTitleChanged(job_title=job_title):
             new["job_title"] = job_title
+        case EmployeePersonalDataErased():
+            new = erased(new)
     return stamped(new, at)
+
+
+PERSONAL = ("first_name", "last_name", "date_of_birth")
+
+
+def erased(doc: Doc) -> Doc:
+    """A new employee document without its personal data."""
+    return {**doc, **dict.fromkeys(PERSONAL), "personal_data_erased": True}

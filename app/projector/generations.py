@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
 from app.event_store.base import EventStore
-from app.projector.loop import Projector
+from app.projector.loop import ErasureListener, Projector
 from app.read_model import changes
 from app.read_model.client import delete_matching
 from app.read_model.layout import Keys
@@ -70,6 +70,12 @@ class Generations:
         self._keys = keys  # the base keys
         self._batch_size = batch_size
         self.grace_seconds = grace_seconds
+        self._erasure_listeners: list[ErasureListener] = []
+
+    def on_erasure(self, listener: ErasureListener) -> None:
+        """Call `listener()` once after a rebuild that applied an erasure: one committed while
+        the new generation was being filled may have found its hire there in the clear."""
+        self._erasure_listeners.append(listener)
 
     async def active(self) -> int | None:
         """The generation queries read (None: there is no read model at all)."""
@@ -130,7 +136,13 @@ class Generations:
                 reported = time.monotonic()
                 await self._report(progress, on_progress)
 
+        erased: list[bool] = []
+
+        async def erasure() -> None:
+            erased.append(True)
+
         projector.on_checkpoint(advanced)
+        projector.on_erasure(erasure)
         await self._report(progress, on_progress)
         try:
             while True:
@@ -143,6 +155,12 @@ class Generations:
             await self._redis.delete(self._keys.rebuilding)
             raise
         await self._report(progress, on_progress, final=True)
+        if erased:
+            for listener in self._erasure_listeners:
+                try:
+                    await listener()
+                except Exception as exc:  # the read model is erased; only files lag behind
+                    log.warning("clean-up after a rebuild with erasures failed: %s", exc)
         log.warning(
             "read model rebuilt: generation %d at position %d (%d events in %.1f s)",
             generation, progress.position, progress.applied, time.monotonic() - progress.started,

@@ -53,7 +53,8 @@ class Lease:
                     return
                 if not waiting:
                     holder = await self._redis.get(self._key)
-                    log.info("waiting for the projector lease (held by %s)", holder)
+                    log.info("standing by: %s holds the projector lease and projects; this "
+                             "process takes over if it stops", holder)
                     waiting = True
                 backoff.reset()
                 delay = self.ttl / 6

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -30,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.backoff import Backoff
+from app.domain.schema import ERASURE, without_personal
 from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
 from app.observability import PROJECTION_BATCH
 from app.projections import batch as projection
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DOCUMENT_MEMORY = 4096  # documents a projector remembers from its latest batches
 CheckpointListener = Callable[[int], Awaitable[None]]
+ErasureListener = Callable[[], Awaitable[object]]
 Audit = Callable[[], Awaitable[None]]
 TRANSIENT = (StoreUnavailable, RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -82,6 +85,7 @@ class Projector:
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._listeners: list[CheckpointListener] = []
+        self._erasure_listeners: list[ErasureListener] = []
         self.position = 0
         self.events_applied = 0
         self._prefetch: tuple[int, asyncio.Task[list[RecordedEvent]]] | None = None
@@ -101,6 +105,11 @@ class Projector:
 
     def on_checkpoint(self, listener: CheckpointListener) -> None:
         self._listeners.append(listener)
+
+    def on_erasure(self, listener: ErasureListener) -> None:
+        """Call `listener()` once a batch that erases personal data is in Redis, before the
+        checkpoint listeners (so an erasure's payload waits for it)."""
+        self._erasure_listeners.append(listener)
 
     @property
     def keys(self) -> Keys:
@@ -214,9 +223,10 @@ class Projector:
                     writing = None
                     await self._committed(written, started, set_aside)
                     raise_if_cancelled()
+                history = await self._erased_history(result.erased)
                 started = time.perf_counter()
                 writing = asyncio.create_task(
-                    self._write_batch(checkpoint, events, result, parked_before)
+                    self._write_batch(checkpoint, events, result, parked_before, history)
                 )
                 written, checkpoint, set_aside = events, events[-1].position, result.parked
                 self._left = None  # until N is known to be in Redis
@@ -240,17 +250,35 @@ class Projector:
         self._left = (checkpoint, carried)
         return False
 
+    async def _erased_history(self, erased: list[int]) -> dict[str, list[Any]]:
+        """The stored history of each employee a batch erases, read once the batches before it
+        are in Redis; the batch applies only if nothing has been written since (its checkpoint
+        check), so rewriting these members loses nothing."""
+        history: dict[str, list[Any]] = {}
+        for employee_id in erased:
+            key = self._keys.history(("employee", employee_id))
+            history[key] = await self._redis.zrange(key, 0, -1)
+        return history
+
     async def _write_batch(
         self, checkpoint: int, events: list[RecordedEvent], result: projection.BatchResult,
-        parked: int,
+        parked: int, erased_history: dict[str, list[Any]],
     ) -> None:
         """One batch in one script call, applied only if the checkpoint is still `checkpoint`
         with `parked` events parked (and, fenced, the pointer still names this generation);
-        else `CheckpointMoved`."""
+        else `CheckpointMoved`. An erasing batch publishes its events without the erased values
+        (ones kept in memory may still hold them) and, once applied, calls the erasure
+        listeners. An erasure parked with its stream is still published without them: it
+        happened in the event store; only the read model waits for it."""
+        streams = {f"employee-{employee_id}" for employee_id in result.erased}
+        streams |= {e.stream_id for e in events if e.type == ERASURE}
+        if streams:
+            events = [replace(e, data=without_personal(e.type, e.data))
+                      if e.stream_id in streams else e for e in events]
         outcome = await self._apply(
             keys=apply_keys(self._keys),
             args=apply_args(self._keys, checkpoint, self._fenced, events, result, self._live,
-                            parked),
+                            parked, erased_history),
         )
         if outcome != 1:
             raw, pointer = outcome
@@ -260,6 +288,12 @@ class Projector:
                 raise CheckpointMoved(str(moved)) from moved
             raise CheckpointMoved(f"the read model is at {current} (its parked events may "
                                   f"have been retried), not at {checkpoint}")
+        if result.erased:
+            for listener in self._erasure_listeners:
+                try:
+                    await listener()
+                except Exception as exc:  # the read model is erased; only files lag behind
+                    log.warning("clean-up after an erasure failed: %s", exc)
 
     async def _committed(
         self, events: list[RecordedEvent], started: float, parked: list[projection.Parked]

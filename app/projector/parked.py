@@ -8,6 +8,9 @@ other document is changed by them only in ways that commute with its own events 
 set of employee ids), so its version at a later commit is its parked-time version there with
 the retried events up to that commit applied on top. Events that still cannot be applied stay
 parked, with the rest of their stream; a row removed from the store leaves the parked set.
+An erasure of personal data parked with its stream is applied by the retry like any event, and
+then the employee's whole history, from before the parked events too, is rewritten without
+personal data, as a rebuild's erasing batch would have left it.
 
 The retry is written by the projector's own script (`APPLY`): only if the checkpoint and the
 number of parked events are still what the retry read, so it never races the live projector
@@ -27,6 +30,7 @@ from app.domain.events import DomainEvent
 from app.event_store.base import EventStore, RecordedEvent
 from app.projections import batch as projection
 from app.projections.documents import Doc, DocKey
+from app.projections.employees import erased
 from app.read_model.layout import (
     APPLY,
     Keys,
@@ -109,7 +113,7 @@ class ParkedEvents:
         gone = [p for p, _ in map(parked_event, members) if p not in found]
         if not applied and not gone:
             return RetryOutcome(0, 0, by_stream(members))
-        rewrites = await self._rewrites(applied)
+        rewrites = await self._rewrites(applied, set(result.erased))
         args = retry_args(keys, checkpoint, keys.generation is not None, len(members), rewrites,
                           members, reparked, gone, live=True)
         if await self._apply(keys=apply_keys(keys), args=args) != 1:
@@ -129,8 +133,10 @@ class ParkedEvents:
             found += (e for e in read if e.position in wanted)
         return sorted(found, key=lambda e: e.position)
 
-    async def _rewrites(self, applied: projection.Decoded) -> list[Rewrite]:
-        """Every document the applied events touch: its history from their first commit on."""
+    async def _rewrites(self, applied: projection.Decoded, erased: set[int]) -> list[Rewrite]:
+        """Every document the applied events touch: its history from their first commit on;
+        of an employee whose erasure they apply, all of its history (as a rebuild's erasing
+        batch would rewrite it: app/projector/loop.py)."""
         touching: dict[DocKey, projection.Decoded] = defaultdict(list)
         for key in projection.touched(applied):
             touching[key] = [(r, e) for r, e in applied
@@ -140,11 +146,13 @@ class ParkedEvents:
                 start = events[0][0].commit_position
                 pipe.zrevrangebyscore(self._keys.history(key), f"({start}", "-inf", 0, 1)
                 pipe.zrangebyscore(self._keys.history(key), start, "+inf")
+                pipe.zrangebyscore(self._keys.history(key), "-inf", f"({start}")
             read = await pipe.execute()
         return [
-            _rewrite(key, events, earlier, later)
-            for (key, events), earlier, later in zip(
-                touching.items(), read[0::2], read[1::2], strict=True
+            _rewrite(key, events, earlier, later,
+                     before if key[0] == "employee" and key[1] in erased else None)
+            for (key, events), earlier, later, before in zip(
+                touching.items(), read[0::3], read[1::3], read[2::3], strict=True
             )
         ]
 
@@ -154,10 +162,13 @@ def _keys_of(event: DomainEvent) -> list[DocKey]:
 
 
 def _rewrite(
-    key: DocKey, events: projection.Decoded, earlier: list[str], later: list[str]
+    key: DocKey, events: projection.Decoded, earlier: list[str], later: list[str],
+    erasing: list[str] | None = None,
 ) -> Rewrite:
     """Document `key`'s history from the first of `events` on, with them applied: at every
-    commit position, its parked-time version there plus the events committed up to it."""
+    commit position, its parked-time version there plus the events committed up to it.
+    `erasing`: the history before that, of an employee whose erasure `events` apply; then
+    every version, earlier ones too, is rewritten without personal data."""
     frozen = [history_entry(m) for m in earlier + later]
     commits = {r.commit_position for r, _ in events}
     points = sorted({p for p, _ in frozen[len(earlier):]} | commits)
@@ -174,4 +185,9 @@ def _rewrite(
             created = created or point
         new[point] = doc
         previous = doc
-    return Rewrite(key, later, new, previous, created)
+    if erasing is None:
+        return Rewrite(key, later, new, previous, created)
+    versions = dict(map(history_entry, erasing)) | new
+    return Rewrite(key, erasing + later,
+                   {p: None if doc is None else erased(doc) for p, doc in versions.items()},
+                   None if previous is None else erased(previous), created)

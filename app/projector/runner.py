@@ -17,6 +17,7 @@ from app.projector.leader import Lease
 from app.projector.loop import (
     TRANSIENT,
     CheckpointListener,
+    ErasureListener,
     GenerationChanged,
     Projector,
     ReadModelDamaged,
@@ -41,6 +42,7 @@ class ProjectionRunner:
         self._poll_interval = poll_interval
         self._audit_every = audit_every
         self._listeners: list[CheckpointListener] = []
+        self._erasure_listeners: list[ErasureListener] = []
         self.projector = self._projector(keys.at(0))
         self.leading = False
         self._retiring: set[asyncio.Task[None]] = set()
@@ -50,6 +52,8 @@ class ProjectionRunner:
                               self._poll_interval)
         for listener in self._listeners:
             projector.on_checkpoint(listener)
+        for erased in self._erasure_listeners:
+            projector.on_erasure(erased)
         return projector
 
     async def prepare(self) -> int:
@@ -64,6 +68,13 @@ class ProjectionRunner:
     def on_checkpoint(self, listener: CheckpointListener) -> None:
         self._listeners.append(listener)
         self.projector.on_checkpoint(listener)
+
+    def on_erasure(self, listener: ErasureListener) -> None:
+        """Call `listener()` after an erasure is projected (and after a rebuild that applied
+        one)."""
+        self._erasure_listeners.append(listener)
+        self.projector.on_erasure(listener)
+        self.generations.on_erasure(listener)
 
     async def run(self) -> None:
         """Until cancelled: wait for the lease, then project for as long as it is held."""

@@ -26,6 +26,7 @@ import orjson
 from app.event_store.base import RecordedEvent
 from app.projections.batch import BatchResult
 from app.projections.documents import Doc, DocKey, micros
+from app.projections.employees import erased
 from app.read_model import changes as messages
 
 # One batch, all or nothing, if the read model still stands where the batch was read from: its
@@ -148,11 +149,14 @@ def apply_keys(keys: Keys) -> list[str]:
 
 def apply_args(
     keys: Keys, checkpoint: int, fenced: bool, events: list[RecordedEvent], result: BatchResult,
-    live: bool, parked: int,
+    live: bool, parked: int, erased_history: dict[str, list[Any]] | None = None,
 ) -> list[Any]:
     """APPLY's ARGV for a batch read from `checkpoint` with `parked` events parked: its
     documents, indexes and time-travel history, the events it parks, the new checkpoint, and
-    (`live`) the PUBLISH of its change message."""
+    (`live`) the PUBLISH of its change message.
+
+    `erased_history`: per history key of an employee the batch erases, its members as stored
+    before the batch: they are replaced by the same versions without personal data."""
     generation = keys.generation
     out: list[Any] = [
         checkpoint, generation if fenced else "", "1" if generation is None else "0", parked,
@@ -170,6 +174,10 @@ def apply_args(
             body = bodies[id(doc)] = orjson.dumps(doc)
         return body
 
+    for history_key, members in (erased_history or {}).items():
+        command("DEL", history_key)
+        for part in _chunks(_without_personal_data(members)):
+            command("ZADD", history_key, *part)
     _current(command, keys, result.docs, serialised)
     _history(command, keys, result, serialised)
     commits: list[int | str] = []
@@ -212,6 +220,18 @@ def _history(
     for created_key, entries in created.items():
         for part in _chunks(entries):
             command("ZADD", created_key, "NX", *part)
+
+
+def _without_personal_data(members: list[Any]) -> list[Any]:
+    """ZADD arguments: history members (`{position:015d}|{document}`) rewritten erased."""
+    out: list[Any] = []
+    for member in members:
+        raw = member.encode() if isinstance(member, str) else member
+        position, _, body = raw.partition(b"|")
+        if body:
+            body = orjson.dumps(erased(orjson.loads(body)))
+        out += (int(position), b"%b|%b" % (position, body))
+    return out
 
 
 def _current(

@@ -15,6 +15,7 @@ from graphql import (
     DocumentNode,
     FragmentDefinitionNode,
     GraphQLError,
+    ValuesOfCorrectTypeRule,
     get_operation_ast,
     parse,
     specified_rules,
@@ -32,7 +33,13 @@ from app.auth import ANONYMOUS, EXPIRED, READER, WRITER, AuthError, Principal
 from app.event_store.base import StoreUnavailable
 from app.observability import REJECTIONS, correlation_id
 from app.schema.cost import CostModel
-from app.schema.errors import OPERATION_REFUSALS, ClientError, with_code, with_refusal_code
+from app.schema.errors import (
+    OPERATION_REFUSALS,
+    ClientError,
+    ValuesOfCorrectType,
+    with_code,
+    with_refusal_code,
+)
 from app.schema.execution import with_deadline
 from app.schema.inputs import build_inputs_directly
 from app.schema.limits import shape_limits_rule
@@ -53,9 +60,16 @@ OUTAGES: tuple[tuple[type[BaseException], str, str], ...] = (
 
 
 def is_unexpected(error: GraphQLError) -> bool:
-    """Errors not raised for the client: replaced before they reach it, and logged."""
+    """Errors not raised for the client: replaced before they reach it, and logged.
+
+    A GraphQL error is the client's when it carries a code (ours all do, and so do variables
+    that do not coerce); one without is graphql-core finding fault with what a resolver
+    returned (a list that is not one, a union member of no known type): a bug, like any other
+    exception."""
     original = error.original_error
-    if original is None or isinstance(original, (GraphQLError, *OPERATION_REFUSALS)):
+    if original is None or isinstance(original, OPERATION_REFUSALS):
+        return False
+    if isinstance(original, GraphQLError) and (error.extensions or {}).get("code"):
         return False
     if any(isinstance(original, kind) for kind, _, _ in OUTAGES):
         log.warning("%s at %s: %s", type(original).__name__, error.path, original)
@@ -207,9 +221,18 @@ class Schema(strawberry.Schema):
         """Client errors are the client's business: no tracebacks in the operator's log.
 
         Unexpected errors were already logged, with their traceback, when they were masked.
+        Only our own messages are logged: graphql-core's quote the request's values they refuse
+        (a variable's whole input, a name typed where a string belongs), and those can be
+        personal data; of those, the code and the place in the document.
         """
         for error in errors:
-            log.info("client error: %s (%s)", error.message, (error.extensions or {}).get("code"))
+            code = (error.extensions or {}).get("code")
+            ours = isinstance(error, ClientError) or isinstance(error.original_error, ClientError)
+            if ours:
+                log.info("client error: %s (%s)", error.message, code)
+            else:
+                places = [f"{place.line}:{place.column}" for place in error.locations or ()]
+                log.info("client error: %s at %s", code, ", ".join(places) or "the request")
 
 
 class Gatekeeper(MaskErrors):
@@ -296,9 +319,10 @@ class Gatekeeper(MaskErrors):
 def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
     rules: list[type[ASTValidationRule]] = [
-        *specified_rules,
-        shape_limits_rule(settings.max_query_depth, settings.max_aliases),
+        ValuesOfCorrectType if rule is ValuesOfCorrectTypeRule else rule
+        for rule in specified_rules
     ]
+    rules.append(shape_limits_rule(settings.max_query_depth, settings.max_aliases))
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)  # what DisableIntrospection adds
         rules.append(HideSuggestions)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError, GraphQLSyntaxError
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    GraphQLSyntaxError,
+    ValuesOfCorrectTypeRule,
+    get_operation_ast,
+)
+from graphql.execution import Executor
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
@@ -141,3 +149,32 @@ def with_refusal_code(error: GraphQLError) -> GraphQLError:
     if isinstance(error.original_error, OPERATION_REFUSALS):
         return with_code(error, "GRAPHQL_VALIDATION_FAILED")
     return error
+
+
+class ValuesOfCorrectType(ValuesOfCorrectTypeRule):
+    """graphql-core's rule for argument values written in the query (a Date that is no date, a
+    string where an Int goes), with BAD_USER_INPUT on its errors: the value is wrong, not the
+    shape of the query, as when the same value comes in a variable."""
+
+    def report_error(self, error: GraphQLError) -> None:
+        super().report_error(with_code(error, "BAD_USER_INPUT"))
+
+
+class CodedRequestErrors(Executor[Any]):
+    """graphql-core's executor whose request errors carry a code: with an operation to run, the
+    only ones left are its variables' values failing to coerce (a bad Date, a string for an
+    Int, a missing non-null variable): BAD_USER_INPUT; without one, GRAPHQL_VALIDATION_FAILED."""
+
+    @classmethod
+    def build(  # graphql-core passes these positionally
+        cls, schema: GraphQLSchema, document: DocumentNode, root_value: Any = None,
+        context_value: Any = None, raw_variable_values: dict[str, Any] | None = None,
+        operation_name: str | None = None, *args: Any, **kwargs: Any,
+    ) -> list[GraphQLError] | Executor[Any]:
+        built = super().build(schema, document, root_value, context_value, raw_variable_values,
+                              operation_name, *args, **kwargs)
+        if isinstance(built, list):
+            found = get_operation_ast(document, operation_name) is not None
+            code = "BAD_USER_INPUT" if found else "GRAPHQL_VALIDATION_FAILED"
+            return [with_code(error, code) for error in built]
+        return built

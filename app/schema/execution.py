@@ -30,7 +30,7 @@ from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from app.observability import REJECTIONS
-from app.schema.errors import ClientError
+from app.schema.errors import ClientError, CodedRequestErrors
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Parked(NamedTuple):
     """Those of `complete_value`."""
 
 
-class SlicedExecutionContext(StrawberryGraphQLCoreExecutionContext):
+class SlicedExecutionContext(CodedRequestErrors, StrawberryGraphQLCoreExecutionContext):
     """graphql-core's executor, paced (see the module's docstring), with a deadline.
 
     An operation still running `deadline_seconds` after it started stops at its next look at

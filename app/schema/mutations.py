@@ -11,10 +11,11 @@ from typing import Annotated, Any, TypeVar
 import strawberry
 from redis.exceptions import RedisError
 
+from app.auth import ADMIN
 from app.domain import commands as c
 from app.domain.errors import DomainError
 from app.event_store.base import StoreUnavailable
-from app.observability import COMMANDS
+from app.observability import COMMANDS, REJECTIONS
 from app.projections import batch
 from app.projections.documents import Doc, DocKey
 from app.schema import described
@@ -113,6 +114,15 @@ class TerminateEmployeeInput:
     idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY_KEY)
 
 
+@strawberry.input(description="An employee's request to be forgotten.")
+class ForgetEmployeeInput:
+    employee_id: int = strawberry.field(description=(
+        "The employee whose personal data (names, date of birth) is erased; current or "
+        "terminated."
+    ))
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY_KEY)
+
+
 @strawberry.type(description="A location was written.")
 class LocationPayload:
     location: Location = strawberry.field(description="The location as it is after the command.")
@@ -133,6 +143,16 @@ class TerminatePayload:
         "The employee terminated (no longer found from now on)."
     ))
     position: int = strawberry.field(description=POSITION)
+
+
+@strawberry.type(description="An employee's personal data was erased.")
+class ForgetEmployeePayload:
+    employee_id: int = strawberry.field(description="The employee forgotten.")
+    position: int = strawberry.field(description=(
+        "The position of the erasure (EmployeePersonalDataErased); for an employee forgotten "
+        "before, the position of that first erasure. Pass it as minPosition to a later query "
+        "to be sure that it shows the erasure."
+    ))
 
 
 CreateLocationResult = Annotated[
@@ -163,6 +183,13 @@ TerminateEmployeeResult = Annotated[
     TerminatePayload | NotFoundError | ConflictError,
     strawberry.union("TerminateEmployeeResult", description=(
         "The terminated employee's id, or why the employment did not end."
+    )),
+]
+
+ForgetEmployeeResult = Annotated[
+    ForgetEmployeePayload | NotFoundError,
+    strawberry.union("ForgetEmployeeResult", description=(
+        "The erasure, or NotFoundError when no employee with this id ever existed."
     )),
 ]
 
@@ -322,3 +349,27 @@ class Mutation:
         if not isinstance(outcome, CommandResult):
             return outcome  # type: ignore[no-any-return]
         return TerminatePayload(employee_id=outcome.entity_id, position=outcome.position)
+
+    @described.mutation(
+        "Erase an employee's personal data (a request to be forgotten), employed or "
+        "terminated: event EmployeePersonalDataErased. Their key is destroyed, so their names "
+        "and date of birth read null everywhere from then on: now, in the past (asOf / "
+        "atPosition), in the events log and feed. Other fields stay. Forgetting someone "
+        "forgotten before writes nothing and answers with the first erasure. Needs the admin "
+        "role when authentication is on (else FORBIDDEN)."
+    )
+    async def forget_employee(
+        self, info: Info, input: Annotated[ForgetEmployeeInput, INPUT]
+    ) -> ForgetEmployeeResult:
+        principal = info.context.principal
+        if principal is not None and not principal.allows(ADMIN):
+            REJECTIONS.labels("forbidden").inc()
+            raise ClientError("This operation needs the admin role.", "FORBIDDEN")
+        command = c.ForgetEmployee(input.employee_id)
+        handlers = info.context.services.handlers
+        outcome = await execute(
+            info, handlers.forget_employee, command, input.idempotency_key, (NotFoundError,),
+        )
+        if not isinstance(outcome, CommandResult):
+            return outcome  # type: ignore[no-any-return]
+        return ForgetEmployeePayload(employee_id=outcome.entity_id, position=outcome.position)

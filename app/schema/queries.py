@@ -27,8 +27,10 @@ Info = strawberry.Info[Context, None]
 # The arguments every query of the read model takes.
 AsOf = Annotated[dt.datetime | None, strawberry.argument(description=(
     "Time travel to a moment: the answer is the state right after the last commit recorded at "
-    "or before this time (ISO 8601, e.g. 2030-01-01T12:00:00Z; without a time zone, UTC). "
-    "Before the first event everything is empty. Give at most one of asOf and atPosition."
+    "or before this time: ISO 8601 with a time zone, e.g. 2030-01-01T12:00:00Z or "
+    "2030-01-01T14:00:00+02:00 (a time without one is refused with BAD_USER_INPUT rather than "
+    "guessed). Before the first event everything is empty. Give at most one of asOf and "
+    "atPosition."
 ))]
 AtPosition = Annotated[int | None, strawberry.argument(description=(
     "Time travel to a position. Every event has one: its place in the event store's single "
@@ -71,8 +73,12 @@ async def read_point(
     if as_of is not None and at_position is not None:
         raise ClientError("Give at most one of asOf and atPosition.", "BAD_USER_INPUT")
     if as_of is not None:
-        moment = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=dt.UTC)
-        return await services.read_model.position_at(moment)
+        if as_of.tzinfo is None:  # a local time read as UTC would be a wrong answer, silently
+            raise ClientError(
+                "asOf needs a time zone, e.g. 2030-01-01T12:00:00Z or 2030-01-01T14:00:00+02:00.",
+                "BAD_USER_INPUT",
+            )
+        return await services.read_model.position_at(as_of)
     assert at_position is not None
     if at_position < 0:
         raise ClientError("atPosition cannot be negative.", "BAD_USER_INPUT")

@@ -65,10 +65,19 @@ class Location:
 ))
 class Employee:
     id: int = strawberry.field(description="The employee's id, unique among employees.")
-    first_name: str = strawberry.field(description="First name (personal data).")
-    last_name: str = strawberry.field(description="Last name (personal data).")
-    date_of_birth: dt.date = strawberry.field(description=(
-        "Date of birth (personal data); employees are at least 16 years old when hired."
+    first_name: str | None = strawberry.field(description=(
+        "First name (personal data); null once erased (personalDataErased)."
+    ))
+    last_name: str | None = strawberry.field(description=(
+        "Last name (personal data); null once erased (personalDataErased)."
+    ))
+    date_of_birth: dt.date | None = strawberry.field(description=(
+        "Date of birth (personal data); employees are at least 16 years old when hired. Null "
+        "once erased (personalDataErased)."
+    ))
+    personal_data_erased: bool = strawberry.field(description=(
+        "Whether the employee's personal data was erased (forgetEmployee): then their names "
+        "and date of birth read null now and at every point in the past."
     ))
     job_title: str = strawberry.field(description="Job title, such as Cook or Manager.")
     location_id: int = strawberry.field(description="The id of the location they work at.")
@@ -93,7 +102,8 @@ class Employee:
     def from_doc(cls, doc: Doc, at: int | None = None) -> Employee:
         return cls(
             id=doc["id"], first_name=doc["first_name"], last_name=doc["last_name"],
-            date_of_birth=dt.date.fromisoformat(doc["date_of_birth"]),
+            date_of_birth=dt.date.fromisoformat(born) if (born := doc["date_of_birth"]) else None,
+            personal_data_erased=doc.get("personal_data_erased", False),
             job_title=doc["job_title"], location_id=doc["location_id"],
             version=doc["version"], updated_at=dt.datetime.fromisoformat(doc["updated_at"]),
             at=at,

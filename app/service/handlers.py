@@ -15,7 +15,7 @@ from app.domain import commands as c
 from app.domain import events as e
 from app.domain import model
 from app.domain.errors import Conflict, DomainError
-from app.domain.schema import EventSchema, to_data
+from app.domain.schema import ERASURE, EventSchema, to_data
 from app.event_store.base import (
     ConcurrencyError,
     DuplicateCommand,
@@ -57,6 +57,8 @@ class Decision:
     entity_id: int
     guarded_stream: str | None = None
     """The stream whose client-stated expected version turns a conflict into ConflictError."""
+    done_at: int = 0
+    """With no events: the position at which what the command asks was already done."""
 
 
 @dataclass
@@ -191,6 +193,29 @@ class CommandHandlers:
 
         return await self._execute(cmd, ctx, decide, cmd.expected_version)
 
+    async def forget_employee(self, cmd: c.ForgetEmployee, ctx: CommandContext) -> CommandResult:
+        """Erase an employee's personal data; a second erasure writes nothing and answers with
+        the position of the first."""
+
+        async def decide(_reserve: Reserve, loads: Loads) -> Decision:
+            employee = await loads.employee(cmd.employee_id)
+            new = model.forget_employee(cmd, employee)
+            stream = e.employee_stream(cmd.employee_id)
+            if not new:
+                return Decision([], {}, "employee", cmd.employee_id,
+                                done_at=await self._erased_at(stream))
+            return Decision([(stream, ev) for ev in new], {stream: _version(employee)},
+                            "employee", cmd.employee_id)
+
+        return await self._execute(cmd, ctx, decide)
+
+    async def _erased_at(self, stream_id: str) -> int:
+        """The position of the stream's (first) erasure."""
+        for recorded in await self._store.read_stream(stream_id):
+            if recorded.type == ERASURE:
+                return recorded.position
+        raise LookupError(f"{stream_id} is erased but holds no erasure event")
+
     async def _employee_decision(
         self,
         employee_id: int,
@@ -262,6 +287,9 @@ class CommandHandlers:
             decision: Decision | None = None
             try:
                 decision = await decide(reserve, loads)
+                if not decision.events:
+                    return CommandResult(decision.entity, decision.entity_id, decision.done_at,
+                                         replayed=True)
                 appended = await self._store.append(
                     [NewEvent(s, type(ev).__name__, to_data(ev),
                               self._schema.version_of(type(ev).__name__))

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import parse_origins
 from app.bootstrap import bootstrap
-from app.observability import WEBSOCKETS, configure_logging
+from app.observability import WEBSOCKETS, configure_logging, worker_stopped
 from app.runtime import settle_heap
 from app.settings import Settings
 from app.web.edge import HttpEdge
@@ -28,16 +28,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The service's ASGI app (Settings from the environment by default); uvicorn's factory."""
     settings = settings or Settings()
     if not logging.getLogger().handlers:  # a `serve --workers N` worker: a fresh interpreter
-        configure_logging(settings.log_level, settings.log_json)
+        configure_logging(settings.log_level, settings.log_format, settings.log_json)
     holder: dict[str, GraphQLApp] = {}
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with bootstrap(settings) as services:
-            holder["graphql"] = GraphQLApp(services)
-            _app.state.services = services
-            settle_heap(settings.gc_threshold)
-            yield
+        try:
+            async with bootstrap(settings) as services:
+                holder["graphql"] = GraphQLApp(services)
+                _app.state.services = services
+                settle_heap(settings.gc_threshold)
+                yield
+        finally:
+            worker_stopped()
 
     class GraphQLEndpoint:
         """The schema's ASGI app, which exists once the lifespan has built the services."""

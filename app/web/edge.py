@@ -9,9 +9,10 @@ import json
 import logging
 from typing import Any
 
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.observability import REJECTIONS, correlation_id, new_correlation_id
+from app.observability import HTTP_REQUESTS, REJECTIONS, correlation_id, new_correlation_id
 from app.web.hosts import UNCHECKED_PATHS, AllowedHosts
 
 # The name these lines carried before app/main.py became app/web/: log filters match on it.
@@ -38,6 +39,27 @@ async def send_error(
         ],
     })
     await send({"type": "http.response.body", "body": body, "more_body": more_body})
+
+
+# The labels of cqrs_http_requests_total stay few whatever clients send: unknown methods and
+# paths are counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+PATH_KINDS = {"/graphql": "graphql", "/healthz": "healthz", "/readyz": "readyz",
+              "/metrics": "metrics"}
+# The counter's child per label values: `labels()` costs ten times what `inc()` does.
+_requests: dict[tuple[str, str, int | None], Counter] = {}
+
+
+def _count(scope: Scope, status: int | None) -> None:
+    """One HTTP request in cqrs_http_requests_total."""
+    method = scope["method"] if scope["method"] in METHODS else "other"
+    path = scope["path"]
+    kind = PATH_KINDS.get(path) or ("graphiql" if path.startswith("/graphiql/") else "other")
+    child = _requests.get((method, kind, status))
+    if child is None:
+        label = "none" if status is None else str(status)
+        child = _requests[method, kind, status] = HTTP_REQUESTS.labels(method, kind, label)
+    child.inc()
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -76,7 +98,8 @@ class HttpEdge:
     - the deadline: an HTTP request not answered within `seconds` gets a 503 GraphQL error, and
       its work is cancelled (websockets live as long as they like: subscriptions are long by
       design);
-    - `/graphql` goes straight to `graphql`, everything else through the router.
+    - `/graphql` goes straight to `graphql`, everything else through the router;
+    - every HTTP request is counted by method, kind of path and status (the status it sends).
     """
 
     LINGER_SECONDS = 2.0
@@ -97,6 +120,8 @@ class HttpEdge:
         host = _header(scope, b"host")
         if not self.hosts.allows(host) and scope["path"] not in UNCHECKED_PATHS:
             await _refuse_host(scope, receive, send, host)
+            if kind == "http":
+                _count(scope, 400)
             return
         app = self.graphql if scope["path"] == "/graphql" else self.app
         given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
@@ -114,14 +139,15 @@ class HttpEdge:
     async def _http(
         self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, request_id: str
     ) -> None:
-        started = False
+        status: int | None = None  # none yet: the response has not started
         echo = (b"x-request-id", request_id.encode())
 
         async def send_edge(message: Any) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
                 message["headers"] = [*message.get("headers", ()), echo]
+                _count(scope, status)  # as it begins: a 413 lingers on after it
             await send(message)
 
         # What asyncio.timeout does, with one timer handle and no context object: cancel the
@@ -150,20 +176,21 @@ class HttpEdge:
         except asyncio.CancelledError:
             if not expired or task.uncancel() > cancelling:
                 raise  # cancelled from outside (the server stopping), not by this timer
+            REJECTIONS.labels("timeout").inc()
+            log.warning("request to %s cancelled after %ss", scope.get("path"), self.seconds)
+            if status is None:
+                await send_error(
+                    send_edge, 503, f"The request took longer than {self.seconds:g} s; try again.",
+                    "REQUEST_TIMEOUT",
+                )
         else:
             if expired:  # finished in the same step the timer fired: keep no cancel pending
                 task.uncancel()
-            return
         finally:
             if timer is not None:
                 timer.cancel()
-        REJECTIONS.labels("timeout").inc()
-        log.warning("request to %s cancelled after %ss", scope.get("path"), self.seconds)
-        if not started:
-            await send_error(
-                send_edge, 503, f"The request took longer than {self.seconds:g} s; try again.",
-                "REQUEST_TIMEOUT",
-            )
+            if status is None:  # ended without an answer (the client left, the server stops)
+                _count(scope, None)
 
     async def _buffered(self, receive: Receive, send: Send) -> Receive | None:
         """Read a body without Content-Length up to the limit; a `receive` that replays it, or

@@ -5,12 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.bootstrap import Services
-from app.observability import PARKED_EVENTS, PROJECTION_LAG_EVENTS, PROJECTION_LAG_SECONDS
+from app.observability import (
+    PARKED_EVENTS,
+    PROJECTION_LAG_EVENTS,
+    PROJECTION_LAG_SECONDS,
+    exposition,
+)
 
 # The name these lines carried before app/main.py became app/web/: log filters match on it.
 log = logging.getLogger("app.main")
@@ -39,9 +44,10 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Every metric of this process, the projection lag measured at this scrape."""
+    """Every metric (of every worker under `serve --workers N`), the projection lag measured at
+    this scrape."""
     await _projection_lag(request.app.state.services)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _projection_lag(services: Services) -> None:

@@ -7,10 +7,7 @@ import {
   keepSubscribed,
   onLinkState,
   query,
-  type EmployeeChangesData,
   type LinkState,
-  type LocationChangesData,
-  type StatusData,
 } from './api';
 import { EventLog } from './EventLog';
 import { href, useRoute, type Route } from './router';
@@ -46,7 +43,7 @@ export function App(): JSX.Element {
   }, []);
 
   const loadHead = useCallback(() => {
-    query<StatusData>(STATUS)
+    query(STATUS, {})
       .then((d) => bumpHead(d.projectionStatus.headPosition))
       .catch(() => undefined);
   }, [bumpHead]);
@@ -65,8 +62,8 @@ export function App(): JSX.Element {
       scheduleRefresh();
     };
     const stops = [
-      keepSubscribed<LocationChangesData>(LOCATION_CHANGES, () => ({}), (d) => onChange(d.locationChanged.position), catchUp),
-      keepSubscribed<EmployeeChangesData>(EMPLOYEE_CHANGES, () => ({}), (d) => onChange(d.employeeChanged.position), catchUp),
+      keepSubscribed(LOCATION_CHANGES, () => ({}), (d) => onChange(d.locationChanged.position), catchUp),
+      keepSubscribed(EMPLOYEE_CHANGES, () => ({}), (d) => onChange(d.employeeChanged.position), catchUp),
     ];
     let wasOffline = false;
     const stopLink = onLinkState((state) => {

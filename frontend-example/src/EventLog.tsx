@@ -1,6 +1,6 @@
 import type { JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { EVENTS, EVENT_FEED, STATUS, keepSubscribed, query, type EventFeedData, type EventsData, type LogEvent, type StatusData } from './api';
+import { EVENTS, EVENT_FEED, STATUS, keepSubscribed, query, type LogEvent } from './api';
 import { eventSummary, eventTitle, formatTime } from './format';
 
 const LIMIT = 50;
@@ -23,9 +23,9 @@ export function EventLog({ at, onHead, onPick }: { at: number | null; onHead: (p
 
     const start = async (): Promise<void> => {
       try {
-        const { projectionStatus } = await query<StatusData>(STATUS);
+        const { projectionStatus } = await query(STATUS, {});
         const from = Math.max(0, projectionStatus.headPosition - LIMIT);
-        const recent = await query<EventsData>(EVENTS, { after: from, first: LIMIT });
+        const recent = await query(EVENTS, { after: from, first: LIMIT });
         last = recent.events.at(-1)?.position ?? from;
         if (cancelled) return;
         setEvents([...recent.events].reverse());
@@ -35,7 +35,7 @@ export function EventLog({ at, onHead, onPick }: { at: number | null; onHead: (p
         setEvents([]);
       }
       if (cancelled) return;
-      stop = keepSubscribed<EventFeedData>(
+      stop = keepSubscribed(
         EVENT_FEED,
         () => ({ after: last }),
         ({ events: event }) => {
@@ -43,7 +43,7 @@ export function EventLog({ at, onHead, onPick }: { at: number | null; onHead: (p
           last = event.position;
           setError(null);
           onHeadRef.current(event.position);
-          setEvents((list) => [event, ...(list ?? [])].slice(0, LIMIT));
+          setEvents((list) => [event, ...forgetting(list ?? [], event)].slice(0, LIMIT));
         },
       );
     };
@@ -88,5 +88,18 @@ export function EventLog({ at, onHead, onPick }: { at: number | null; onHead: (p
         </ol>
       )}
     </section>
+  );
+}
+
+const PERSONAL_FIELDS = ['first_name', 'last_name', 'date_of_birth'];
+
+/** The events already shown, without the personal data an erasure event erases from its stream
+ * (the server erases it from everything it stores; these were received before). */
+function forgetting(list: LogEvent[], event: LogEvent): LogEvent[] {
+  if (event.type !== 'EmployeePersonalDataErased') return list;
+  return list.map((e) =>
+    e.streamId === event.streamId && PERSONAL_FIELDS.some((f) => e.data[f] != null)
+      ? { ...e, data: { ...e.data, ...Object.fromEntries(PERSONAL_FIELDS.map((f) => [f, null])) } }
+      : e,
   );
 }

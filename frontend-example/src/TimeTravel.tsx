@@ -1,6 +1,6 @@
 import type { JSX } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { EVENTS, query, type EventsData, type LogEvent } from './api';
+import { EVENTS, query, type LogEvent } from './api';
 import { eventTitle, formatDateTime } from './format';
 
 /**
@@ -17,7 +17,7 @@ export function TimeTravel({ head, at, onTravel }: { head: number; at: number | 
       return;
     }
     let stale = false;
-    query<EventsData>(EVENTS, { after: value - 1, first: 1 })
+    query(EVENTS, { after: value - 1, first: 1 })
       .then((d) => {
         if (!stale) setEvent(d.events[0] ?? null);
       })

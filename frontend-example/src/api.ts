@@ -1,8 +1,11 @@
 // The two standard clients: @urql/core for queries and mutations over HTTP, graphql-ws for
 // subscriptions (the graphql-transport-ws protocol). Both talk to /graphql on this origin: the
 // API serves the built SPA itself, and `npm run dev` proxies /graphql (HTTP and ws) to it.
-import { Client, fetchExchange, type AnyVariables, type CombinedError } from '@urql/core';
+import { Client, fetchExchange, type AnyVariables, type CombinedError, type TypedDocumentNode } from '@urql/core';
+import { print } from 'graphql';
 import { createClient as createWsClient } from 'graphql-ws';
+import { graphql } from './gql';
+import type { EmployeePageQuery, EventsQuery, LocationPageQuery } from './gql/graphql';
 
 export const client = new Client({
   url: '/graphql',
@@ -62,12 +65,13 @@ export const ws = createWsClient({
  * reports an error (for example CHANGES_INTERRUPTED): the caller re-queries in `onRestart`.
  * `variables` is read at every (re)subscription. Returns a function that stops it for good.
  */
-export function keepSubscribed<T>(
-  query: string,
-  variables: () => Record<string, unknown>,
-  onData: (data: T) => void,
+export function keepSubscribed<Data, Variables extends Record<string, unknown>>(
+  document: TypedDocumentNode<Data, Variables>,
+  variables: () => Variables,
+  onData: (data: Data) => void,
   onRestart?: () => void,
 ): () => void {
+  const query = print(document);
   let stopped = false;
   let dispose: (() => void) | null = null;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -83,11 +87,11 @@ export function keepSubscribed<T>(
   };
   const start = (): void => {
     if (stopped) return;
-    dispose = ws.subscribe<T>(
+    dispose = ws.subscribe<Data>(
       { query, variables: variables() },
       {
         next: (result) => {
-          if (result.data) onData(result.data as T);
+          if (result.data) onData(result.data);
         },
         error: restart,
         complete: restart,
@@ -118,10 +122,14 @@ export function describeError(error: CombinedError): string {
     .join(' ');
 }
 
-export async function query<T>(document: string, variables: AnyVariables = {}): Promise<T> {
+export async function query<Data, Variables extends AnyVariables>(
+  document: TypedDocumentNode<Data, Variables>,
+  variables: Variables,
+): Promise<Data> {
   const result = await client.query(document, variables).toPromise();
   if (result.error) throw new Error(describeError(result.error));
-  return result.data as T;
+  if (result.data === undefined) throw new Error('The API gave no answer.');
+  return result.data;
 }
 
 export interface FormErrors {
@@ -133,11 +141,18 @@ export interface FormErrors {
 
 export const NO_ERRORS: FormErrors = { fields: {}, form: null };
 
-interface ErrorResult {
+/** What every member of a mutation's result union has: a payload, or an Error (`...Refusal`). */
+interface ResultMember {
   __typename: string;
   message?: string;
-  code?: string;
-  fields?: { field: string; message: string }[];
+  fields?: readonly { field: string; message: string }[];
+}
+
+/** The payload member(s) of a result union: those whose type name ends in `Payload`. */
+export type PayloadOf<Member> = Extract<Member, { __typename: `${string}Payload` }>;
+
+function isPayload<Member extends ResultMember>(member: Member): member is PayloadOf<Member> {
+  return member.__typename.endsWith('Payload');
 }
 
 export type Outcome<P> =
@@ -148,12 +163,12 @@ export type Outcome<P> =
  * Run a mutation whose result is a union of a `...Payload` and `Error` types, and sort what
  * went wrong: ValidationError fields beside their inputs (`fieldNames`), the rest plainly.
  */
-export async function mutate<P>(
-  document: string,
-  input: Record<string, unknown>,
-  resultField: string,
+export async function mutate<Data extends Record<Field, ResultMember>, Field extends keyof Data & string, Input>(
+  document: TypedDocumentNode<Data, { input: Input }>,
+  input: Input,
+  resultField: Field,
   fieldNames: readonly string[],
-): Promise<Outcome<P>> {
+): Promise<Outcome<PayloadOf<Data[Field]>>> {
   const result = await client.mutation(document, { input }).toPromise();
   if (result.error) {
     return {
@@ -162,13 +177,11 @@ export async function mutate<P>(
       errors: { fields: {}, form: describeError(result.error) },
     };
   }
-  const data = (result.data as Record<string, unknown> | undefined)?.[resultField] as
-    | (ErrorResult & P)
-    | undefined;
+  const data = result.data?.[resultField];
   if (!data) {
     return { ok: false, network: false, errors: { fields: {}, form: 'The API gave no answer.' } };
   }
-  if (data.__typename.endsWith('Payload')) return { ok: true, payload: data };
+  if (isPayload(data)) return { ok: true, payload: data };
   if (data.__typename === 'ValidationError' && data.fields && data.fields.length > 0) {
     const fields: Record<string, string> = {};
     const other: string[] = [];
@@ -182,56 +195,17 @@ export async function mutate<P>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Documents and the shapes they return
+// Documents. Their result and variable types are generated from the schema (schema.graphql at
+// the repository root) by `npm run codegen` into src/gql/: `npm run build` fails when one of
+// them asks for something the schema does not have.
 
-export interface LocationSummary {
-  id: number;
-  streetAddress: string;
-  city: string;
-  state: string;
-  postalCode: string;
-  employeeCount: number;
-}
-
-export interface LocationOption {
-  id: number;
-  city: string;
-  streetAddress: string;
-}
-
-export interface EmployeeRow {
-  id: number;
-  firstName: string;
-  lastName: string;
-  jobTitle: string;
-  dateOfBirth: string;
-}
-
-export interface EmployeeDetail extends EmployeeRow {
-  locationId: number;
-  version: number;
-  updatedAt: string;
-  location: LocationOption | null;
-}
-
-export interface LogEvent {
-  position: number;
-  type: string;
-  streamId: string;
-  recordedAt: string;
-  data: Record<string, unknown>;
-}
-
-export const LOCATIONS = /* GraphQL */ `
+export const LOCATIONS = graphql(`
   query Locations($at: Int) {
     locations(atPosition: $at) { id streetAddress city state postalCode employeeCount }
   }
-`;
-export interface LocationsData {
-  locations: LocationSummary[];
-}
+`);
 
-export const LOCATION_PAGE = /* GraphQL */ `
+export const LOCATION_PAGE = graphql(`
   query LocationPage($id: Int!, $at: Int, $first: Int!) {
     location(id: $id, atPosition: $at) {
       id streetAddress city state postalCode employeeCount version updatedAt
@@ -239,139 +213,117 @@ export const LOCATION_PAGE = /* GraphQL */ `
     employees(locationId: $id, first: $first, atPosition: $at) {
       totalCount
       pageInfo { hasNextPage }
-      edges { node { id firstName lastName jobTitle dateOfBirth } }
+      edges { node { id firstName lastName jobTitle dateOfBirth personalDataErased } }
     }
     locations(atPosition: $at) { id city streetAddress }
   }
-`;
-export interface LocationPageData {
-  location: (LocationSummary & { version: number; updatedAt: string }) | null;
-  employees: { totalCount: number; pageInfo: { hasNextPage: boolean }; edges: { node: EmployeeRow }[] };
-  locations: LocationOption[];
-}
+`);
 
-export const EMPLOYEE_PAGE = /* GraphQL */ `
+export const EMPLOYEE_PAGE = graphql(`
   query EmployeePage($id: Int!, $at: Int, $stream: String!) {
     employee(id: $id, atPosition: $at) {
-      id firstName lastName dateOfBirth jobTitle locationId version updatedAt
+      id firstName lastName dateOfBirth personalDataErased jobTitle locationId version updatedAt
       location { id city streetAddress }
     }
     locations(atPosition: $at) { id city streetAddress }
     events(streamId: $stream, first: 500) { position type streamId recordedAt data }
   }
-`;
-export interface EmployeePageData {
-  employee: EmployeeDetail | null;
-  locations: LocationOption[];
-  events: LogEvent[];
-}
+`);
 
-export const STATUS = /* GraphQL */ `
+export const STATUS = graphql(`
   query Status { projectionStatus { position headPosition } }
-`;
-export interface StatusData {
-  projectionStatus: { position: number; headPosition: number };
-}
+`);
 
-export const EVENTS = /* GraphQL */ `
+export const EVENTS = graphql(`
   query Events($after: Int!, $first: Int!) {
     events(after: $after, first: $first) { position type streamId recordedAt data }
   }
-`;
-export interface EventsData {
-  events: LogEvent[];
-}
+`);
 
-export const LOCATION_CHANGES = /* GraphQL */ `
+export const LOCATION_CHANGES = graphql(`
   subscription LocationChanges { locationChanged { position kind locationId } }
-`;
-export interface LocationChangesData {
-  locationChanged: { position: number; kind: string; locationId: number };
-}
+`);
 
-export const EMPLOYEE_CHANGES = /* GraphQL */ `
+export const EMPLOYEE_CHANGES = graphql(`
   subscription EmployeeChanges { employeeChanged { position kind employeeId } }
-`;
-export interface EmployeeChangesData {
-  employeeChanged: { position: number; kind: string; employeeId: number };
-}
+`);
 
-export const EVENT_FEED = /* GraphQL */ `
+export const EVENT_FEED = graphql(`
   subscription EventFeed($after: Int) {
     events(after: $after) { position type streamId recordedAt data }
   }
-`;
-export interface EventFeedData {
-  events: LogEvent;
-}
+`);
 
-const ERROR_FIELDS = /* GraphQL */ `
-  ... on ValidationError { message code fields { field message } }
-  ... on Error { message code }
-`;
+// Why a mutation was refused: every member of a result union but its payload implements Error.
+graphql(`
+  fragment Refusal on Error {
+    message
+    code
+    ... on ValidationError { fields { field message } }
+  }
+`);
 
-export const CREATE_LOCATION = /* GraphQL */ `
+export const CREATE_LOCATION = graphql(`
   mutation CreateLocation($input: CreateLocationInput!) {
     createLocation(input: $input) {
       __typename
       ... on LocationPayload { position location { id city } }
-      ${ERROR_FIELDS}
+      ...Refusal
     }
   }
-`;
-export interface LocationPayload {
-  position: number;
-  location: { id: number; city: string };
-}
+`);
 
-export const CREATE_EMPLOYEE = /* GraphQL */ `
+export const CREATE_EMPLOYEE = graphql(`
   mutation CreateEmployee($input: CreateEmployeeInput!) {
     createEmployee(input: $input) {
       __typename
       ... on EmployeePayload { position employee { id firstName lastName location { id city } } }
-      ${ERROR_FIELDS}
+      ...Refusal
     }
   }
-`;
-export const ASSIGN_EMPLOYEE = /* GraphQL */ `
+`);
+
+export const ASSIGN_EMPLOYEE = graphql(`
   mutation AssignEmployee($input: AssignEmployeeToLocationInput!) {
     assignEmployeeToLocation(input: $input) {
       __typename
       ... on EmployeePayload { position employee { id firstName lastName location { id city } } }
-      ${ERROR_FIELDS}
+      ...Refusal
     }
   }
-`;
-export const CHANGE_TITLE = /* GraphQL */ `
+`);
+
+export const CHANGE_TITLE = graphql(`
   mutation ChangeTitle($input: ChangeEmployeeJobTitleInput!) {
     changeEmployeeJobTitle(input: $input) {
       __typename
       ... on EmployeePayload { position employee { id firstName lastName jobTitle } }
-      ${ERROR_FIELDS}
+      ...Refusal
     }
   }
-`;
-export interface EmployeePayload {
-  position: number;
-  employee: {
-    id: number;
-    firstName: string;
-    lastName: string;
-    jobTitle?: string;
-    location?: { id: number; city: string } | null;
-  };
-}
+`);
 
-export const TERMINATE = /* GraphQL */ `
+export const TERMINATE = graphql(`
   mutation Terminate($input: TerminateEmployeeInput!) {
     terminateEmployee(input: $input) {
       __typename
       ... on TerminatePayload { position employeeId }
-      ... on Error { message code }
+      ...Refusal
     }
   }
-`;
-export interface TerminatePayload {
-  position: number;
-  employeeId: number;
-}
+`);
+
+export const FORGET = graphql(`
+  mutation Forget($input: ForgetEmployeeInput!) {
+    forgetEmployee(input: $input) {
+      __typename
+      ... on ForgetEmployeePayload { position employeeId }
+      ...Refusal
+    }
+  }
+`);
+
+// Shapes the views pass around, named after the generated results they come from.
+export type LocationOption = LocationPageQuery['locations'][number];
+export type EmployeeDetail = NonNullable<EmployeePageQuery['employee']>;
+export type LogEvent = EventsQuery['events'][number];

@@ -3,6 +3,7 @@
 import type { ComponentChildren, JSX } from 'preact';
 import { useState } from 'preact/hooks';
 import { NO_ERRORS, type FormErrors, type Outcome } from './api';
+import { Card, ReadOnlyNote } from './ui';
 
 const errorId = (id: string): string => `${id}-error`;
 
@@ -101,6 +102,67 @@ export function FormStatus({ form, error, success }: { form: string; error: stri
     );
   }
   return null;
+}
+
+/** What a form card shows of its form's state (see `useForm`). */
+interface FormState {
+  busy: boolean;
+  errors: FormErrors;
+  success: string | null;
+}
+
+/**
+ * The scaffolding every form of the SPA shares: a card holding a form whose fieldset is disabled
+ * while the screen shows the past or while the mutation runs, the form-level error or success,
+ * the submit button (when `submit` is given) and the read-only note in the past. `id` names the
+ * form; the ids of its fields, error and success lines derive from it.
+ */
+export function FormCard(props: {
+  id: string;
+  cardId: string;
+  title: string;
+  legend: string;
+  at: number | null;
+  form: FormState;
+  onSubmit: () => void;
+  /** The submit button's label, and the one while the mutation runs. */
+  submit?: { label: string; busy: string };
+  /** Lays the fields out on the two-column grid. */
+  grid?: boolean;
+  cardClass?: string;
+  children: ComponentChildren;
+}): JSX.Element {
+  const { id, form } = props;
+  const status = <FormStatus form={id} error={form.errors.form} success={props.submit ? form.success : null} />;
+  return (
+    <Card title={props.title} id={props.cardId} class={props.cardClass}>
+      <form
+        id={id}
+        class={props.grid ? 'form-grid' : undefined}
+        onSubmit={(e) => {
+          e.preventDefault();
+          props.onSubmit();
+        }}
+        noValidate
+      >
+        <fieldset disabled={props.at !== null || form.busy}>
+          <legend class="visually-hidden">{props.legend}</legend>
+          {props.children}
+          {props.submit ? (
+            <div class="form-actions">
+              {status}
+              <button type="submit" class="button button-primary">
+                {form.busy ? props.submit.busy : props.submit.label}
+              </button>
+            </div>
+          ) : (
+            status
+          )}
+        </fieldset>
+        <ReadOnlyNote at={props.at} />
+      </form>
+    </Card>
+  );
 }
 
 /** An optional integer input ("" → undefined); anything else is reported beside the field. */

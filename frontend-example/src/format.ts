@@ -23,6 +23,10 @@ export function age(isoDate: string, today = new Date()): number {
   return years;
 }
 
+/** An employee's name, or what stands for it once their personal data was erased. */
+export const personName = (e: { id: number; firstName: string | null; lastName: string | null }): string =>
+  e.firstName === null && e.lastName === null ? `Employee #${e.id} (erased)` : `${str(e.firstName)} ${str(e.lastName)}`;
+
 export const plural = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`;
 
 const TITLES: Record<string, string> = {
@@ -32,6 +36,7 @@ const TITLES: Record<string, string> = {
   EmployeeRemovedFromLocation: 'Removed from location',
   EmployeeJobTitleChanged: 'Job title changed',
   EmployeeTerminated: 'Employee terminated',
+  EmployeePersonalDataErased: 'Personal data erased',
 };
 
 export const eventTitle = (type: string): string =>
@@ -50,7 +55,9 @@ export function eventSummary(event: Pick<LogEvent, 'type' | 'data'>, cityOf?: (i
     case 'LocationCreated':
       return `${str(d.city)} — ${str(d.street_address)}, ${str(d.state)} ${str(d.postal_code)}`;
     case 'EmployeeCreated':
-      return `${str(d.first_name)} ${str(d.last_name)}, ${str(d.job_title)}`;
+      return d.first_name === null && d.last_name === null
+        ? `Employee #${str(d.employee_id)} (name erased), ${str(d.job_title)}`
+        : `${str(d.first_name)} ${str(d.last_name)}, ${str(d.job_title)}`;
     case 'EmployeeAssignedToLocation':
       return `Employee #${str(d.employee_id)} → ${place(d.location_id)}`;
     case 'EmployeeRemovedFromLocation':
@@ -58,6 +65,7 @@ export function eventSummary(event: Pick<LogEvent, 'type' | 'data'>, cityOf?: (i
     case 'EmployeeJobTitleChanged':
       return `Employee #${str(d.employee_id)} is now ${str(d.job_title)}`;
     case 'EmployeeTerminated':
+    case 'EmployeePersonalDataErased':
       return `Employee #${str(d.employee_id)}`;
     default:
       return JSON.stringify(d);

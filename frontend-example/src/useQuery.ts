@@ -1,8 +1,11 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
+import type { AnyVariables, TypedDocumentNode } from '@urql/core';
 import { client, describeError } from './api';
 
-export interface QueryState<T> {
+export interface QueryState<T, Variables> {
   data: T | null;
+  /** The variables `data` answers: while the next answer loads, those of the previous one. */
+  answers: Variables | null;
   error: string | null;
   loading: boolean;
 }
@@ -12,23 +15,27 @@ export interface QueryState<T> {
  * while the next one loads (no flicker while dragging the time slider or on live updates), and an
  * answer that arrives after a newer request was made is dropped.
  */
-export function useQuery<T>(document: string, variables: Record<string, unknown>, refresh: number): QueryState<T> {
-  const [state, setState] = useState<QueryState<T>>({ data: null, error: null, loading: true });
+export function useQuery<T, Variables extends AnyVariables>(
+  document: TypedDocumentNode<T, Variables>,
+  variables: Variables,
+  refresh: number,
+): QueryState<T, Variables> {
+  const [state, setState] = useState<QueryState<T, Variables>>({ data: null, answers: null, error: null, loading: true });
   const latest = useRef(0);
   const key = JSON.stringify(variables);
   useEffect(() => {
     const request = ++latest.current;
     setState((s) => (s.loading ? s : { ...s, loading: true }));
     client
-      .query(document, JSON.parse(key) as Record<string, unknown>)
+      .query(document, variables)
       .toPromise()
       .then((result) => {
         if (request !== latest.current) return;
         if (result.error) {
           const error = describeError(result.error);
-          setState((s) => ({ data: s.data, error, loading: false }));
+          setState((s) => ({ ...s, error, loading: false }));
         } else {
-          setState({ data: result.data as T, error: null, loading: false });
+          setState({ data: result.data ?? null, answers: variables, error: null, loading: false });
         }
       });
     return () => {

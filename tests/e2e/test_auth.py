@@ -29,6 +29,7 @@ from tests.harness.server import RunningServer, running_server
 READER_KEY = "reader-secret-0123456789"
 WRITER_KEY = "writer-secret-0123456789"
 UNNAMED_KEY = "unnamed-writer-secret"
+ADMIN_KEY = "admin-secret-0123456789"
 JWT_SECRET = "a-shared-hs256-secret-of-at-least-32-bytes!"
 ACTOR_NAME_SECRET = "the-actor-name-hmac-key-0123456789"
 WAIT_SECONDS = 15.0
@@ -57,7 +58,8 @@ def rs256(sub: str, key: rsa.RSAPrivateKey = RSA_KEY, **claims: Any) -> str:
 
 AUTH_ENV = {
     "AUTH_MODE": "token",
-    "API_KEYS": f"{READER_KEY}:reader:ci-reader,{WRITER_KEY}:writer:ci-writer,{UNNAMED_KEY}:writer",
+    "API_KEYS": f"{READER_KEY}:reader:ci-reader,{WRITER_KEY}:writer:ci-writer,{UNNAMED_KEY}:writer,"
+                f"{ADMIN_KEY}:admin:ci-admin",
     "JWT_SECRET": JWT_SECRET,
     "JWT_PUBLIC_KEY": RSA_PUBLIC_PEM,
     "ACTOR_NAME_SECRET": ACTOR_NAME_SECRET,
@@ -157,6 +159,40 @@ async def test_a_reader_key_can_query_but_its_mutation_is_forbidden_and_writes_n
     found = await graphql(http, "query($id: Int!) { location(id: $id) { id } }", READER_KEY,
                           id=203)
     assert found == {"data": {"location": None}}
+
+
+FORGET = """
+mutation($input: ForgetEmployeeInput!) {
+  forgetEmployee(input: $input) {
+    __typename ... on ForgetEmployeePayload { employeeId position }
+  }
+}"""
+HIRE = """
+mutation($input: CreateEmployeeInput!) {
+  createEmployee(input: $input) { __typename ... on EmployeePayload { position } }
+}"""
+
+
+async def test_only_an_admin_may_forget_an_employee_and_an_admin_may_write_too(
+    http: httpx.AsyncClient,
+) -> None:
+    created = await graphql(http, CREATE_LOCATION, ADMIN_KEY, input=location_input(290))
+    assert created["data"]["createLocation"]["location"] == {"id": 290}
+    hired = await graphql(http, HIRE, ADMIN_KEY, input={
+        "id": 290, "firstName": "Ana", "lastName": "Smith", "dateOfBirth": "1990-05-17",
+        "jobTitle": "Cook", "locationId": 290})
+    assert hired["data"]["createEmployee"]["__typename"] == "EmployeePayload"
+    before = await head(http)
+    for token in (READER_KEY, WRITER_KEY, hs256("someone", roles=["writer"])):
+        refused = await graphql(http, FORGET, token, input={"employeeId": 290})
+        assert error_code(refused) == "FORBIDDEN"
+    assert await head(http) == before
+    forgot = await graphql(http, FORGET, hs256("dpo", roles=["admin"]),
+                           input={"employeeId": 290})
+    assert forgot["data"]["forgetEmployee"] == {
+        "__typename": "ForgetEmployeePayload", "employeeId": 290, "position": before + 1}
+    events = (await graphql(http, EVENTS, ADMIN_KEY, after=before))["data"]["events"]
+    assert [(e["type"], e["actor"]) for e in events] == [("EmployeePersonalDataErased", "dpo")]
 
 
 async def test_a_writer_key_writes_and_its_name_is_the_actor_of_the_events(

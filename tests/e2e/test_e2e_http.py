@@ -728,7 +728,16 @@ def graphql_messages(response: httpx.Response) -> list[str]:
 
 JSON = {"Content-Type": "application/json"}
 
-# (raw body, content type, expected status, expected plain-text answer)
+
+def refusal(response: httpx.Response) -> tuple[str, str]:
+    """The message and code of the one error of a request refused before it executed."""
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["data"] is None
+    [error] = body["errors"]
+    return error["message"], error["extensions"]["code"]
+
+# (raw body, content type, expected status, expected message of its BAD_REQUEST error)
 MALFORMED_BODIES = [
     (b'{"query": "{ locations { id }', "application/json", 400,
      "Unable to parse request body as JSON"),
@@ -741,7 +750,6 @@ MALFORMED_BODIES = [
     (b"42", "application/json", 400, "The request body must be a JSON object."),
     (b"null", "application/json", 400, "The request body must be a JSON object."),
     (b"[1, 2]", "application/json", 400, "Batching is not enabled"),
-    (b'{"variables": {}}', "application/json", 400, "No GraphQL query found in the request"),
     (b'{"query": 5}', "application/json", 400,
      "The GraphQL operation's `query` must be a string or null, if provided."),
     (b'{"query": "{ __typename }", "variables": [1]}', "application/json", 400,
@@ -757,7 +765,7 @@ async def test_malformed_http_bodies_get_a_400_and_the_connection_stays_usable(a
             "/graphql", content=body, headers={"Content-Type": content_type}
         )
         assert_clean(response)
-        assert (response.status_code, response.text) == (status, answer), body
+        assert (response.status_code, refusal(response)) == (status, (answer, "BAD_REQUEST")), body
     # The same keep-alive client goes on working (a crash would have reset the connection).
     fine = await api.http.post("/graphql", json={"query": "{ __typename }"})
     assert fine.json() == {"data": {"__typename": "Query"}}
@@ -766,8 +774,12 @@ async def test_malformed_http_bodies_get_a_400_and_the_connection_stays_usable(a
         "query": "mutation { terminateEmployee(input: {employeeId: 1}) { __typename } }",
     })
     assert_clean(over_get)
-    assert (over_get.status_code, over_get.text) == (
-        400, "mutations are not allowed when using GET",
+    assert (over_get.status_code, refusal(over_get)) == (
+        400, ("mutations are not allowed when using GET", "GRAPHQL_VALIDATION_FAILED"),
+    )
+    no_query = await api.http.post("/graphql", json={"variables": {}})
+    assert (no_query.status_code, refusal(no_query)) == (
+        400, ("No GraphQL query found in the request", "GRAPHQL_VALIDATION_FAILED"),
     )
     assert (await api.http.get("/healthz")).status_code == 200
     assert await api.head() == head

@@ -11,6 +11,7 @@ Without Chromium, npm or Playwright the test is skipped locally; with CI=true it
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -40,11 +41,17 @@ PHONE = {"width": 390, "height": 844}
 
 
 def spa_sources() -> Iterator[Path]:
+    """What the build reads: the schema its operation types are generated from, and the SPA's
+    own files (not src/gql/, which each build generates)."""
+    yield REPO / "schema.graphql"
     for name in ("index.html", "package.json", "package-lock.json", "tsconfig.json"):
         yield FRONTEND / name
     yield FRONTEND / "vite.config.ts"
+    yield FRONTEND / "codegen.ts"
+    generated = FRONTEND / "src" / "gql"
     for folder in ("src", "public"):
-        yield from (p for p in (FRONTEND / folder).rglob("*") if p.is_file())
+        yield from (p for p in (FRONTEND / folder).rglob("*")
+                    if p.is_file() and generated not in p.parents)
 
 
 def dist_is_stale() -> bool:
@@ -238,6 +245,10 @@ def test_two_windows_stay_in_step_and_travel_in_time(
     expect(one.locator("#employee-location")).to_have_text("Springfield")
     expect(one.locator("#employee-history li")).to_have_count(2)
     expect(move.get_by_role("button", name="Move")).to_be_disabled()
+    # The move made since is nowhere on the form: no note, and her location then is selected.
+    expect(one.locator("#move-employee-success")).to_have_count(0)
+    selected = move.locator("select option:checked")
+    expect(selected).to_have_text(re.compile(r"^Springfield .*\(current\)$"))
     shoot(one, "05-time-travel-employee")
 
     # Further back, by keyboard, on the locations screen: before Portland existed.
@@ -293,4 +304,47 @@ def test_two_windows_stay_in_step_and_travel_in_time(
     expect(portland_card).to_contain_text("0 employees")
     expect(phone.locator("#event-log > li")).to_have_count(8)
 
+    assert errors == [], errors
+
+
+def graphql_post(server: RunningServer, query: str, **variables: Any) -> dict[str, Any]:
+    response = httpx.post(server.graphql_url, json={"query": query, "variables": variables},
+                          timeout=10)
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    assert not body.get("errors"), body
+    return body["data"]
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT_SECONDS + 120)
+def test_an_employee_forgotten_from_the_spa_reads_as_erased_in_every_window(
+    browser: Browser, server: RunningServer
+) -> None:
+    from playwright.sync_api import expect
+
+    graphql_post(server, """mutation { createLocation(input: {id: 1, streetAddress: "1 Main St",
+        city: "Springfield", state: "IL", postalCode: "62701"}) { __typename } }""")
+    graphql_post(server, """mutation { createEmployee(input: {id: 1, firstName: "Zoe",
+        lastName: "Quartermaine", dateOfBirth: "1931-07-13", jobTitle: "Cook", locationId: 1})
+        { __typename } }""")
+    errors: list[str] = []
+    one = open_page(browser, server.base_url + "/#/employees/1", errors, DESKTOP)
+    two = open_page(browser, server.base_url + "/#/locations/1", errors, DESKTOP)
+    expect(one.locator("#page-title")).to_have_text("Zoe Quartermaine")
+    expect(two.locator("#employee-table")).to_contain_text("Zoe Quartermaine")
+
+    one.get_by_role("button", name="Forget…").click()
+    one.get_by_role("button", name="Yes, erase").click()
+
+    expect(one.locator("#toast-message")).to_have_text(
+        "The personal data of employee #1 was erased.")
+    expect(one.locator("#page-title")).to_have_text("Employee #1 (erased)")
+    expect(one.locator("#employee-born")).to_have_text("erased")
+    expect(one.locator("#employee-erased")).to_be_visible()
+    expect(one.locator("#forget-card")).to_have_count(0)
+    expect(one.locator("#employee-history")).to_contain_text("Personal data erased")
+    expect(two.locator("#employee-table")).to_contain_text("Employee #1 (erased)")
+    shoot(one, "08-erased-employee")
+    for page in (one, two):
+        assert "Quartermaine" not in page.content()
     assert errors == [], errors

@@ -22,6 +22,7 @@ import httpx
 
 from tests.harness.environment import app_environment
 
+CLI_TIMEOUT_SECONDS = 120
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
 
@@ -46,6 +47,22 @@ def app_env(
     if redis_url is not None:
         settings["REDIS_URL"] = redis_url
     return app_environment(work_dir, {**settings, **(extra or {})})
+
+
+def run_cli(
+    work_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m app <args>` with all its state under `work_dir`; fails the test on timeout."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=work_dir, env=app_env(work_dir, extra=env), capture_output=True, text=True,
+        timeout=CLI_TIMEOUT_SECONDS, check=False,
+    )
+    assert result.returncode == 0, (
+        f"python -m app {' '.join(args)} exited with {result.returncode}:\n"
+        f"{result.stdout}\n{result.stderr}"
+    )
+    return result
 
 
 @dataclass

@@ -13,13 +13,15 @@ import sqlalchemy as sa
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.domain import commands as c
 from app.domain.schema import default_schema
 from app.event_store.base import EventStore, NewEvent
 from app.event_store.memory import _LOGS
 from app.event_store.tables import events as events_table
 from app.projector.loop import Projector
 from app.projector.parked import ParkedEvents
-from app.read_model.layout import Keys, document
+from app.read_model.layout import Keys, document, history_entry
+from app.service.handlers import CommandContext
 from tests.conftest import StoreOpener, url_of
 from tests.harness.projection_support import (
     Company,
@@ -222,5 +224,42 @@ async def test_a_parked_location_holds_back_the_hires_into_it_until_retried(
     assert (outcome.applied, outcome.parked) == (7, [])
     location = document(await redis.get(live.location(elsewhere)))
     assert location is not None and 900 in location["employee_ids"]
+    await project_fully(fixed, redis, rebuilt)
+    assert await dump(redis, live) == await dump(redis, rebuilt)
+
+
+async def test_an_erasure_parked_with_its_stream_is_applied_by_the_retry_as_a_rebuild_would(
+    store: EventStore, open_same: StoreOpener, store_url: str, redis: Redis, live: Keys,
+    rebuilt: Keys,
+) -> None:
+    """The erasure waits with its parked stream (the employee keeps its last projected state);
+    the retry applies it and rewrites every time-travel version, earlier ones too."""
+    company = await workload(command_handlers(store), seed=21, events=60)
+    victim = min(company.employees)
+    await Projector(store, redis, live, batch_size=40).catch_up()
+    poison, = await plant(store, victim, None)
+    await Projector(store, redis, live, batch_size=40).catch_up()
+    await rewrite_row(store_url, poison, {"employee_id": victim, "job_title": "Fixed"})
+    fixed = await open_same()  # the write side reads the fixed row; the read model still parks
+    await command_handlers(fixed).forget_employee(c.ForgetEmployee(victim), CommandContext("t"))
+    erasure = await fixed.head_position()
+    await Projector(fixed, redis, live, batch_size=40).catch_up()
+    parked = ParkedEvents(fixed, redis, live)
+    assert [(p.stream_id, p.positions) for p in await parked.streams()] == [
+        (f"employee-{victim}", [poison, erasure])]
+    waiting = await employee_doc(redis, live, victim)
+    assert waiting is not None and waiting["personal_data_erased"] is False
+    assert waiting["first_name"] is not None
+
+    outcome = await parked.retry()
+    assert (outcome.applied, outcome.parked) == (2, [])
+    doc = await employee_doc(redis, live, victim)
+    assert doc is not None and doc["personal_data_erased"] is True
+    assert (doc["first_name"], doc["last_name"], doc["job_title"]) == (None, None, "Fixed")
+    versions = [history_entry(m) for m in
+                await redis.zrange(live.history(("employee", victim)), 0, -1)]
+    assert len(versions) >= 3  # hired, and more than the retried commits
+    assert all(v is None or (v["first_name"], v["date_of_birth"]) == (None, None)
+               for _, v in versions)
     await project_fully(fixed, redis, rebuilt)
     assert await dump(redis, live) == await dump(redis, rebuilt)

@@ -71,6 +71,7 @@ def employee_doc(n: int, employee_id: int, location_id: int, job_title: str, ver
     return {
         "id": employee_id, "first_name": f"First{n}", "last_name": f"Last{n}",
         "date_of_birth": ADULT.isoformat(), "job_title": job_title, "location_id": location_id,
+        "personal_data_erased": False,
         "version": version, "updated_at": recorded[position], "position": position,
     }
 

@@ -144,6 +144,8 @@ class CompanyMachine(RuleBasedStateMachine):
         self.mirror = Mirror()
         self.history: dict[int, dict[str, Any]] = {0: {}}
         """The mirror's read model after each commit, by commit position."""
+        self.erased: dict[int, int] = {}
+        """The position of each employee's erasure."""
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(work)
@@ -248,7 +250,8 @@ class CompanyMachine(RuleBasedStateMachine):
             self.mirror.hired.add(new_id)
             self.mirror.employees[new_id] = {
                 "id": new_id, **person, "date_of_birth": born.isoformat(),
-                "location_id": location_id, "version": 2, "position": outcome.position,
+                "location_id": location_id, "personal_data_erased": False, "version": 2,
+                "position": outcome.position,
             }
             self.committed(outcome)
 
@@ -310,6 +313,25 @@ class CompanyMachine(RuleBasedStateMachine):
             del self.mirror.employees[employee_id]
             self.committed(outcome)
 
+    @rule(data=st.data())
+    def forget(self, data: st.DataObject) -> None:
+        employee_id = data.draw(self.some_employee(), label="employee_id")
+        outcome = self.execute(self.handlers.forget_employee(c.ForgetEmployee(employee_id), CTX))
+        if employee_id not in self.mirror.hired:
+            assert isinstance(outcome, NotFound), outcome
+            return
+        assert isinstance(outcome, CommandResult), outcome
+        if employee_id in self.erased:  # nothing written: the first erasure's position
+            assert (outcome.replayed, outcome.position) == (True, self.erased[employee_id])
+            return
+        self.erased[employee_id] = outcome.position
+        employee = self.mirror.employees.get(employee_id)
+        if employee is not None:  # a terminated employee has no current document to change
+            employee.update(first_name=None, last_name=None, date_of_birth=None,
+                            personal_data_erased=True, version=employee["version"] + 1,
+                            position=outcome.position)
+        self.committed(outcome)
+
     # projection
 
     @rule(steps=st.integers(1, 4), batch_size=st.integers(1, 10))
@@ -325,8 +347,11 @@ class CompanyMachine(RuleBasedStateMachine):
         self.run(some_steps())
 
     async def compare_with_fresh_projection(self) -> None:
-        """Caught up, the live read model is exactly what projecting the log from 0 gives."""
+        """Caught up, the live read model equals the mirror after the last commit and is exactly
+        what projecting the log from 0 gives."""
         await Projector(self.store, self.redis, self.keys, batch_size=5).catch_up()
+        caught_up = current_state(await dump(self.redis, self.keys))
+        assert without_updated_at(caught_up) == self.history[max(self.history)]
         await Projector(self.store, self.redis, self.fresh_keys).catch_up()
         try:
             assert await dump(self.redis, self.keys) == await dump(self.redis, self.fresh_keys)

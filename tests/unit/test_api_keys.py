@@ -40,7 +40,7 @@ def test_without_actor_name_secret_every_key_needs_a_name() -> None:
 
 def test_a_bad_role_is_reported_by_entry_number_not_by_key() -> None:
     with pytest.raises(ValueError, match="role of entry 1") as refused:
-        parse_api_keys("k-secret:admin:ops")
+        parse_api_keys("k-secret:root:ops")
     assert "k-secret" not in str(refused.value)
 
 

@@ -32,15 +32,15 @@ def cost(query: str, variables: dict[str, Any] | None = None,
 
 
 def web_app_operations() -> dict[str, str]:
-    """The GraphQL documents of frontend-example/src/api.ts, by constant name."""
+    """The GraphQL documents of frontend-example/src/api.ts (each `graphql(`…`)`), by constant
+    name, with the fragments they spread."""
     source = API_TS.read_text()
-    shared = dict(re.findall(r"const (\w+) = /\* GraphQL \*/ `(.*?)`;", source, re.S))
+    fragments = {name: text for text, name in
+                 re.findall(r"graphql\(`\s*(fragment (\w+) .*?)`\)", source, re.S)}
     documents = {}
-    for name, text in shared.items():
-        for other, fragment in shared.items():
-            text = text.replace("${" + other + "}", fragment)
-        if re.search(r"\b(query|mutation|subscription)\b", text):
-            documents[name] = text
+    for name, text in re.findall(r"const (\w+) = graphql\(`(.*?)`\);", source, re.S):
+        spread = [fragments[f] for f in fragments if f"...{f}" in text]
+        documents[name] = "\n".join([text, *spread])
     return documents
 
 

@@ -4,23 +4,22 @@ import {
   ASSIGN_EMPLOYEE,
   CHANGE_TITLE,
   EMPLOYEE_PAGE,
+  FORGET,
   TERMINATE,
   mutate,
   type EmployeeDetail,
-  type EmployeePageData,
-  type EmployeePayload,
   type LocationOption,
-  type TerminatePayload,
 } from '../api';
-import { FormStatus, SelectField, TextField, useForm } from '../fields';
-import { age, eventSummary, eventTitle, formatDate, formatDateTime } from '../format';
+import { FormCard, SelectField, TextField, useForm } from '../fields';
+import { age, eventSummary, eventTitle, formatDate, formatDateTime, personName } from '../format';
 import { href, navigate } from '../router';
-import { Card, Empty, ErrorBanner, PageTitle, ReadOnlyNote, Skeleton } from '../ui';
+import { Card, Empty, ErrorBanner, PageTitle, Skeleton } from '../ui';
 import { useQuery } from '../useQuery';
 import type { ViewProps } from './types';
 
 export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & { id: number }): JSX.Element {
-  const { data, error } = useQuery<EmployeePageData>(EMPLOYEE_PAGE, { id, at, stream: `employee-${id}` }, refresh);
+  const { data, answers, error } = useQuery(EMPLOYEE_PAGE, { id, at, stream: `employee-${id}` }, refresh);
+  const shownAt = answers ? answers.at : at; // the point in time of the employee on screen
   const employee = data?.employee;
   const crumbs = (
     <nav aria-label="Breadcrumb" class="breadcrumbs">
@@ -47,7 +46,7 @@ export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & {
 
   return (
     <>
-      <PageTitle eyebrow={crumbs}>{employee ? `${employee.firstName} ${employee.lastName}` : `Employee #${id}`}</PageTitle>
+      <PageTitle eyebrow={crumbs}>{employee ? personName(employee) : `Employee #${id}`}</PageTitle>
       {error && <ErrorBanner>{error}</ErrorBanner>}
       {employee ? (
         <>
@@ -66,8 +65,14 @@ export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & {
             </div>
             <div>
               <dt>Born</dt>
-              <dd>
-                {formatDate(employee.dateOfBirth)} <span class="muted">({age(employee.dateOfBirth)})</span>
+              <dd id="employee-born">
+                {employee.dateOfBirth == null ? (
+                  <span class="muted">erased</span>
+                ) : (
+                  <>
+                    {formatDate(employee.dateOfBirth)} <span class="muted">({age(employee.dateOfBirth)})</span>
+                  </>
+                )}
               </dd>
             </div>
             <div>
@@ -75,11 +80,21 @@ export function EmployeeView({ id, at, refresh, onWrite, notify }: ViewProps & {
               <dd id="employee-version">{employee.version}</dd>
             </div>
           </dl>
+          {/* Each point in time shown gets forms of its own: a move made now shows neither its
+              note nor its choice in the past, where the form starts from where the employee was. */}
           <div class="two-col">
-            <MoveForm key={`move-${employee.id}`} employee={employee} locations={data.locations} at={at} onWrite={onWrite} />
-            <TitleForm key={`title-${employee.id}`} employee={employee} at={at} onWrite={onWrite} />
+            <MoveForm key={`move-${employee.id}-${shownAt}`} employee={employee} locations={data.locations} at={at} onWrite={onWrite} />
+            <TitleForm key={`title-${employee.id}-${shownAt}`} employee={employee} at={at} onWrite={onWrite} />
           </div>
-          <TerminateCard employee={employee} at={at} onWrite={onWrite} notify={notify} />
+          <TerminateCard key={`terminate-${employee.id}-${shownAt}`} employee={employee} at={at} onWrite={onWrite} notify={notify} />
+          {employee.personalDataErased ? (
+            <p class="muted" id="employee-erased">
+              This employee's personal data (names, date of birth) was erased at their request: it reads as erased now and at every
+              point in the past.
+            </p>
+          ) : (
+            <ForgetCard key={`forget-${employee.id}-${shownAt}`} employee={employee} at={at} onWrite={onWrite} notify={notify} />
+          )}
         </>
       ) : (
         <Empty id="employee-missing" title={at === null ? `Employee #${id} is not on the payroll` : `Employee #${id} was not on the payroll at position ${at}`}>
@@ -115,18 +130,19 @@ interface EmployeeFormProps {
 
 function MoveForm({ employee, locations, at, onWrite }: EmployeeFormProps & { locations: LocationOption[] }): JSX.Element {
   const others = locations.filter((l) => l.id !== employee.locationId);
-  const form = useForm({ locationId: others[0] ? String(others[0].id) : String(employee.locationId) });
+  // Now: the first other location, ready to move to; in the past: where the employee was.
+  const initial = at === null && others[0] ? others[0].id : employee.locationId;
+  const form = useForm({ locationId: String(initial) });
   const F = 'move-employee';
   const options = locations.map((l) => ({
     value: String(l.id),
     label: `${l.city} — ${l.streetAddress}${l.id === employee.locationId ? ' (current)' : ''}`,
   }));
 
-  const onSubmit = (e: Event): void => {
-    e.preventDefault();
+  const onSubmit = (): void => {
     void form.submit(
       (idempotencyKey) =>
-        mutate<EmployeePayload>(
+        mutate(
           ASSIGN_EMPLOYEE,
           { employeeId: employee.id, locationId: Number(form.values.locationId), expectedVersion: employee.version, idempotencyKey },
           'assignEmployeeToLocation',
@@ -140,21 +156,9 @@ function MoveForm({ employee, locations, at, onWrite }: EmployeeFormProps & { lo
   };
 
   return (
-    <Card title="Move to another location" id="move-card">
-      <form id={F} onSubmit={onSubmit} noValidate>
-        <fieldset disabled={at !== null || form.busy}>
-          <legend class="visually-hidden">Move {employee.firstName}</legend>
-          <SelectField form={F} name="locationId" label="New location" value={form.values.locationId} error={form.errors.fields.locationId} onValue={form.set('locationId')} options={options} />
-          <div class="form-actions">
-            <FormStatus form={F} error={form.errors.form} success={form.success} />
-            <button type="submit" class="button button-primary">
-              {form.busy ? 'Moving…' : 'Move'}
-            </button>
-          </div>
-        </fieldset>
-        <ReadOnlyNote at={at} />
-      </form>
-    </Card>
+    <FormCard id={F} cardId="move-card" title="Move to another location" legend={`Move ${personName(employee)}`} at={at} form={form} onSubmit={onSubmit} submit={{ label: 'Move', busy: 'Moving…' }}>
+      <SelectField form={F} name="locationId" label="New location" value={form.values.locationId} error={form.errors.fields.locationId} onValue={form.set('locationId')} options={options} />
+    </FormCard>
   );
 }
 
@@ -162,11 +166,10 @@ function TitleForm({ employee, at, onWrite }: EmployeeFormProps): JSX.Element {
   const form = useForm({ jobTitle: '' });
   const F = 'change-title';
 
-  const onSubmit = (e: Event): void => {
-    e.preventDefault();
+  const onSubmit = (): void => {
     void form.submit(
       (idempotencyKey) =>
-        mutate<EmployeePayload>(
+        mutate(
           CHANGE_TITLE,
           { employeeId: employee.id, jobTitle: form.values.jobTitle, expectedVersion: employee.version, idempotencyKey },
           'changeEmployeeJobTitle',
@@ -174,27 +177,15 @@ function TitleForm({ employee, at, onWrite }: EmployeeFormProps): JSX.Element {
         ),
       (payload) => {
         onWrite(payload.position);
-        return { message: `${payload.employee.firstName} is now ${payload.employee.jobTitle ?? form.values.jobTitle}.` };
+        return { message: `${personName(payload.employee)} is now ${payload.employee.jobTitle}.` };
       },
     );
   };
 
   return (
-    <Card title="Change job title" id="title-card">
-      <form id={F} onSubmit={onSubmit} noValidate>
-        <fieldset disabled={at !== null || form.busy}>
-          <legend class="visually-hidden">New job title for {employee.firstName}</legend>
-          <TextField form={F} name="jobTitle" label="New job title" value={form.values.jobTitle} placeholder={employee.jobTitle} error={form.errors.fields.jobTitle} onValue={form.set('jobTitle')} />
-          <div class="form-actions">
-            <FormStatus form={F} error={form.errors.form} success={form.success} />
-            <button type="submit" class="button button-primary">
-              {form.busy ? 'Saving…' : 'Change title'}
-            </button>
-          </div>
-        </fieldset>
-        <ReadOnlyNote at={at} />
-      </form>
-    </Card>
+    <FormCard id={F} cardId="title-card" title="Change job title" legend={`New job title for ${personName(employee)}`} at={at} form={form} onSubmit={onSubmit} submit={{ label: 'Change title', busy: 'Saving…' }}>
+      <TextField form={F} name="jobTitle" label="New job title" value={form.values.jobTitle} placeholder={employee.jobTitle} error={form.errors.fields.jobTitle} onValue={form.set('jobTitle')} />
+    </FormCard>
   );
 }
 
@@ -202,13 +193,13 @@ function TerminateCard({ employee, at, onWrite, notify }: EmployeeFormProps & { 
   const [confirming, setConfirming] = useState(false);
   const form = useForm({});
   const F = 'terminate-employee';
-  const name = `${employee.firstName} ${employee.lastName}`;
+  const name = personName(employee);
   const locationId = employee.locationId;
 
   const terminate = (): void => {
     void form.submit(
       (idempotencyKey) =>
-        mutate<TerminatePayload>(TERMINATE, { employeeId: employee.id, expectedVersion: employee.version, idempotencyKey }, 'terminateEmployee', []),
+        mutate(TERMINATE, { employeeId: employee.id, expectedVersion: employee.version, idempotencyKey }, 'terminateEmployee', []),
       (payload) => {
         onWrite(payload.position);
         notify(`${name} was terminated.`);
@@ -219,35 +210,78 @@ function TerminateCard({ employee, at, onWrite, notify }: EmployeeFormProps & { 
   };
 
   return (
-    <Card title="Terminate employment" id="terminate-card" class="card-danger">
-      <fieldset disabled={at !== null || form.busy} id={F}>
-        <legend class="visually-hidden">Terminate {name}</legend>
-        {confirming ? (
-          <div class="confirm" role="group" aria-label="Confirm termination">
-            <p>
-              Terminate <strong>{name}</strong>? They leave {employee.location?.city ?? 'their location'} and the payroll. History keeps
-              them.
-            </p>
-            <div class="button-row">
-              <button type="button" class="button button-danger" onClick={terminate}>
-                {form.busy ? 'Terminating…' : 'Yes, terminate'}
-              </button>
-              <button type="button" class="button" onClick={() => setConfirming(false)}>
-                Cancel
-              </button>
-            </div>
-          </div>
-        ) : (
+    <FormCard id={F} cardId="terminate-card" cardClass="card-danger" title="Terminate employment" legend={`Terminate ${name}`} at={at} form={form} onSubmit={() => (confirming ? terminate() : setConfirming(true))}>
+      {confirming ? (
+        <div class="confirm" role="group" aria-label="Confirm termination">
+          <p>
+            Terminate <strong>{name}</strong>? They leave {employee.location?.city ?? 'their location'} and the payroll. History keeps
+            them.
+          </p>
           <div class="button-row">
-            <p class="muted grow">Removes {employee.firstName} from the payroll. Time travel still shows them.</p>
-            <button type="button" class="button button-danger-outline" onClick={() => setConfirming(true)}>
-              Terminate…
+            <button type="submit" class="button button-danger">
+              {form.busy ? 'Terminating…' : 'Yes, terminate'}
+            </button>
+            <button type="button" class="button" onClick={() => setConfirming(false)}>
+              Cancel
             </button>
           </div>
-        )}
-        <FormStatus form={F} error={form.errors.form} success={null} />
-      </fieldset>
-      <ReadOnlyNote at={at} />
-    </Card>
+        </div>
+      ) : (
+        <div class="button-row">
+          <p class="muted grow">Removes {name} from the payroll. Time travel still shows them.</p>
+          <button type="submit" class="button button-danger-outline">
+            Terminate…
+          </button>
+        </div>
+      )}
+    </FormCard>
+  );
+}
+
+/** Erasure at the employee's request (`forgetEmployee`, role admin when auth is on). */
+function ForgetCard({ employee, at, onWrite, notify }: EmployeeFormProps & { notify: (message: string) => void }): JSX.Element {
+  const [confirming, setConfirming] = useState(false);
+  const form = useForm({});
+  const F = 'forget-employee';
+  const name = personName(employee);
+
+  const forget = (): void => {
+    void form.submit(
+      (idempotencyKey) => mutate(FORGET, { employeeId: employee.id, idempotencyKey }, 'forgetEmployee', []),
+      (payload) => {
+        onWrite(payload.position);
+        notify(`The personal data of employee #${employee.id} was erased.`);
+        setConfirming(false);
+        return { message: 'Personal data erased.' };
+      },
+    );
+  };
+
+  return (
+    <FormCard id={F} cardId="forget-card" cardClass="card-danger" title="Forget personal data" legend={`Forget ${name}`} at={at} form={form} onSubmit={() => (confirming ? forget() : setConfirming(true))}>
+      {confirming ? (
+        <div class="confirm" role="group" aria-label="Confirm erasure">
+          <p>
+            Erase <strong>{name}</strong>'s names and date of birth for good, now and in every past view? Job title, location and
+            history stay. This cannot be undone.
+          </p>
+          <div class="button-row">
+            <button type="submit" class="button button-danger">
+              {form.busy ? 'Erasing…' : 'Yes, erase'}
+            </button>
+            <button type="button" class="button" onClick={() => setConfirming(false)}>
+              Cancel
+            </button>
+          </div>
+        </div>
+      ) : (
+        <div class="button-row">
+          <p class="muted grow">At the employee's request: erases their personal data everywhere (needs the admin role).</p>
+          <button type="submit" class="button button-danger-outline">
+            Forget…
+          </button>
+        </div>
+      )}
+    </FormCard>
   );
 }

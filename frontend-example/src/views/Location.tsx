@@ -1,23 +1,16 @@
 import type { JSX } from 'preact';
-import {
-  CREATE_EMPLOYEE,
-  LOCATION_PAGE,
-  mutate,
-  type EmployeePayload,
-  type LocationOption,
-  type LocationPageData,
-} from '../api';
-import { FormStatus, SelectField, TextField, optionalId, useForm } from '../fields';
-import { age, formatDate, formatDateTime, plural } from '../format';
+import { CREATE_EMPLOYEE, LOCATION_PAGE, mutate, type LocationOption } from '../api';
+import { FormCard, SelectField, TextField, optionalId, useForm } from '../fields';
+import { age, formatDate, formatDateTime, personName, plural } from '../format';
 import { href } from '../router';
-import { Card, Empty, ErrorBanner, PageTitle, ReadOnlyNote, Skeleton } from '../ui';
+import { Card, Empty, ErrorBanner, PageTitle, Skeleton } from '../ui';
 import { useQuery } from '../useQuery';
 import type { ViewProps } from './types';
 
 const PAGE_SIZE = 200;
 
 export function LocationView({ id, at, refresh, onWrite }: ViewProps & { id: number }): JSX.Element {
-  const { data, error } = useQuery<LocationPageData>(LOCATION_PAGE, { id, at, first: PAGE_SIZE }, refresh);
+  const { data, error } = useQuery(LOCATION_PAGE, { id, at, first: PAGE_SIZE }, refresh);
   const location = data?.location;
   const crumbs = (
     <nav aria-label="Breadcrumb" class="breadcrumbs">
@@ -89,13 +82,17 @@ export function LocationView({ id, at, refresh, onWrite }: ViewProps & { id: num
                 {employees.map((e) => (
                   <tr key={e.id} data-employee-id={e.id}>
                     <td>
-                      <a href={href.employee(e.id)}>
-                        {e.firstName} {e.lastName}
-                      </a>
+                      <a href={href.employee(e.id)}>{personName(e)}</a>
                     </td>
                     <td>{e.jobTitle}</td>
                     <td class="hide-narrow">
-                      {formatDate(e.dateOfBirth)} <span class="muted">({age(e.dateOfBirth)})</span>
+                      {e.dateOfBirth == null ? (
+                        <span class="muted">erased</span>
+                      ) : (
+                        <>
+                          {formatDate(e.dateOfBirth)} <span class="muted">({age(e.dateOfBirth)})</span>
+                        </>
+                      )}
                     </td>
                     <td class="num muted">#{e.id}</td>
                   </tr>
@@ -111,7 +108,8 @@ export function LocationView({ id, at, refresh, onWrite }: ViewProps & { id: num
         )}
       </Card>
 
-      <HireForm at={at} onWrite={onWrite} locationId={location.id} locations={data.locations} />
+      {/* A point in time of its own: nothing typed or done elsewhere in time shows in it. */}
+      <HireForm key={`hire-${at}`} at={at} onWrite={onWrite} locationId={location.id} locations={data.locations} />
     </>
   );
 }
@@ -123,8 +121,7 @@ function HireForm({ at, onWrite, locationId, locations }: Pick<ViewProps, 'at' |
   const { values, errors, set } = form;
   const F = 'hire-employee';
 
-  const onSubmit = (e: Event): void => {
-    e.preventDefault();
+  const onSubmit = (): void => {
     const id = optionalId(values.id);
     const local: Record<string, string> = {};
     if (id === 'invalid') local.id = 'Enter a whole number, or leave it blank.';
@@ -135,7 +132,7 @@ function HireForm({ at, onWrite, locationId, locations }: Pick<ViewProps, 'at' |
     }
     void form.submit(
       (idempotencyKey) =>
-        mutate<EmployeePayload>(
+        mutate(
           CREATE_EMPLOYEE,
           {
             firstName: values.firstName,
@@ -158,33 +155,21 @@ function HireForm({ at, onWrite, locationId, locations }: Pick<ViewProps, 'at' |
   };
 
   return (
-    <Card title="Hire an employee" id="hire-card">
-      <form id={F} class="form-grid" onSubmit={onSubmit} noValidate>
-        <fieldset disabled={at !== null || form.busy}>
-          <legend class="visually-hidden">New employee</legend>
-          <TextField form={F} name="firstName" label="First name" value={values.firstName} error={errors.fields.firstName} onValue={set('firstName')} />
-          <TextField form={F} name="lastName" label="Last name" value={values.lastName} error={errors.fields.lastName} onValue={set('lastName')} />
-          <TextField form={F} name="dateOfBirth" label="Date of birth" type="date" value={values.dateOfBirth} error={errors.fields.dateOfBirth} onValue={set('dateOfBirth')} />
-          <TextField form={F} name="jobTitle" label="Job title" value={values.jobTitle} error={errors.fields.jobTitle} onValue={set('jobTitle')} />
-          <SelectField
-            form={F}
-            name="locationId"
-            label="Location"
-            value={values.locationId}
-            error={errors.fields.locationId}
-            onValue={set('locationId')}
-            options={locations.map((l) => ({ value: String(l.id), label: `${l.city} — ${l.streetAddress} (#${l.id})` }))}
-          />
-          <TextField form={F} name="id" label="Id (optional)" value={values.id} error={errors.fields.id} onValue={set('id')} inputMode="numeric" hint="Leave blank for the next free id." />
-          <div class="form-actions">
-            <FormStatus form={F} error={errors.form} success={form.success} />
-            <button type="submit" class="button button-primary">
-              {form.busy ? 'Hiring…' : 'Hire'}
-            </button>
-          </div>
-        </fieldset>
-        <ReadOnlyNote at={at} />
-      </form>
-    </Card>
+    <FormCard id={F} cardId="hire-card" title="Hire an employee" legend="New employee" at={at} form={form} onSubmit={onSubmit} submit={{ label: 'Hire', busy: 'Hiring…' }} grid>
+      <TextField form={F} name="firstName" label="First name" value={values.firstName} error={errors.fields.firstName} onValue={set('firstName')} />
+      <TextField form={F} name="lastName" label="Last name" value={values.lastName} error={errors.fields.lastName} onValue={set('lastName')} />
+      <TextField form={F} name="dateOfBirth" label="Date of birth" type="date" value={values.dateOfBirth} error={errors.fields.dateOfBirth} onValue={set('dateOfBirth')} />
+      <TextField form={F} name="jobTitle" label="Job title" value={values.jobTitle} error={errors.fields.jobTitle} onValue={set('jobTitle')} />
+      <SelectField
+        form={F}
+        name="locationId"
+        label="Location"
+        value={values.locationId}
+        error={errors.fields.locationId}
+        onValue={set('locationId')}
+        options={locations.map((l) => ({ value: String(l.id), label: `${l.city} — ${l.streetAddress} (#${l.id})` }))}
+      />
+      <TextField form={F} name="id" label="Id (optional)" value={values.id} error={errors.fields.id} onValue={set('id')} inputMode="numeric" hint="Leave blank for the next free id." />
+    </FormCard>
   );
 }

@@ -1,14 +1,14 @@
 import type { JSX } from 'preact';
-import { CREATE_LOCATION, LOCATIONS, mutate, type LocationPayload, type LocationsData } from '../api';
-import { FormStatus, TextField, optionalId, useForm } from '../fields';
+import { CREATE_LOCATION, LOCATIONS, mutate } from '../api';
+import { FormCard, TextField, optionalId, useForm } from '../fields';
 import { plural } from '../format';
 import { href } from '../router';
-import { Card, Empty, ErrorBanner, PageTitle, ReadOnlyNote, Skeleton } from '../ui';
+import { Empty, ErrorBanner, PageTitle, Skeleton } from '../ui';
 import { useQuery } from '../useQuery';
 import type { ViewProps } from './types';
 
 export function LocationsView({ at, refresh, onWrite }: ViewProps): JSX.Element {
-  const { data, error } = useQuery<LocationsData>(LOCATIONS, { at }, refresh);
+  const { data, error } = useQuery(LOCATIONS, { at }, refresh);
   const locations = data?.locations;
   const staff = locations?.reduce((sum, l) => sum + l.employeeCount, 0) ?? 0;
 
@@ -45,7 +45,8 @@ export function LocationsView({ at, refresh, onWrite }: ViewProps): JSX.Element 
           ))}
         </ul>
       )}
-      <CreateLocationForm at={at} onWrite={onWrite} />
+      {/* A point in time of its own: nothing typed or done elsewhere in time shows in it. */}
+      <CreateLocationForm key={`create-${at}`} at={at} onWrite={onWrite} />
     </>
   );
 }
@@ -57,8 +58,7 @@ function CreateLocationForm({ at, onWrite }: Pick<ViewProps, 'at' | 'onWrite'>):
   const { values, errors, set } = form;
   const F = 'create-location';
 
-  const onSubmit = (e: Event): void => {
-    e.preventDefault();
+  const onSubmit = (): void => {
     const id = optionalId(values.id);
     if (id === 'invalid') {
       form.setErrors({ fields: { id: 'Enter a whole number, or leave it blank.' }, form: null });
@@ -66,7 +66,7 @@ function CreateLocationForm({ at, onWrite }: Pick<ViewProps, 'at' | 'onWrite'>):
     }
     void form.submit(
       (idempotencyKey) =>
-        mutate<LocationPayload>(
+        mutate(
           CREATE_LOCATION,
           {
             streetAddress: values.streetAddress,
@@ -87,24 +87,12 @@ function CreateLocationForm({ at, onWrite }: Pick<ViewProps, 'at' | 'onWrite'>):
   };
 
   return (
-    <Card title="Open a new location" id="create-location-card">
-      <form id={F} class="form-grid" onSubmit={onSubmit} noValidate>
-        <fieldset disabled={at !== null || form.busy}>
-          <legend class="visually-hidden">New location</legend>
-          <TextField form={F} name="streetAddress" label="Street address" value={values.streetAddress} error={errors.fields.streetAddress} onValue={set('streetAddress')} autoComplete="street-address" wide />
-          <TextField form={F} name="city" label="City" value={values.city} error={errors.fields.city} onValue={set('city')} />
-          <TextField form={F} name="state" label="State" value={values.state} error={errors.fields.state} onValue={set('state')} />
-          <TextField form={F} name="postalCode" label="Postal code" value={values.postalCode} error={errors.fields.postalCode} onValue={set('postalCode')} />
-          <TextField form={F} name="id" label="Id (optional)" value={values.id} error={errors.fields.id} onValue={set('id')} inputMode="numeric" hint="Leave blank for the next free id." />
-          <div class="form-actions">
-            <FormStatus form={F} error={errors.form} success={form.success} />
-            <button type="submit" class="button button-primary">
-              {form.busy ? 'Opening…' : 'Open location'}
-            </button>
-          </div>
-        </fieldset>
-        <ReadOnlyNote at={at} />
-      </form>
-    </Card>
+    <FormCard id={F} cardId="create-location-card" title="Open a new location" legend="New location" at={at} form={form} onSubmit={onSubmit} submit={{ label: 'Open location', busy: 'Opening…' }} grid>
+      <TextField form={F} name="streetAddress" label="Street address" value={values.streetAddress} error={errors.fields.streetAddress} onValue={set('streetAddress')} autoComplete="street-address" wide />
+      <TextField form={F} name="city" label="City" value={values.city} error={errors.fields.city} onValue={set('city')} />
+      <TextField form={F} name="state" label="State" value={values.state} error={errors.fields.state} onValue={set('state')} />
+      <TextField form={F} name="postalCode" label="Postal code" value={values.postalCode} error={errors.fields.postalCode} onValue={set('postalCode')} />
+      <TextField form={F} name="id" label="Id (optional)" value={values.id} error={errors.fields.id} onValue={set('id')} inputMode="numeric" hint="Leave blank for the next free id." />
+    </FormCard>
   );
 }

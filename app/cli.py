@@ -1,5 +1,5 @@
 """`python -m app …` (or the installed `restaurant-cqrs …`): serve, project, rebuild, status,
-seed-demo, export-schema, privacy."""
+parked, seed-demo, export-schema, privacy."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuild.add_argument("--keep-old", action="store_true",
                          help="leave the retired generation's keys in Redis")
     commands.add_parser("status", help="print projection position, head and lag")
+    parked = commands.add_parser(
+        "parked", help="list the events the read model set aside, or retry them after a fix"
+    )
+    parked.add_argument("action", choices=["list", "retry"])
     seed = commands.add_parser("seed-demo", help="create demo locations and employees")
     seed.add_argument("--locations", type=int, default=5)
     seed.add_argument("--employees", type=int, default=40)
@@ -57,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format, settings.log_json)
     if args.command == "serve":
         return _serve(settings, args)
-    runners = {"project": _project, "rebuild": _rebuild, "status": _status, "seed-demo": _seed,
-               "privacy": _privacy}
+    runners = {"project": _project, "rebuild": _rebuild, "status": _status, "parked": _parked,
+               "seed-demo": _seed, "privacy": _privacy}
     try:
         return asyncio.run(runners[args.command](settings, args))
     except KeyboardInterrupt:
@@ -186,6 +190,33 @@ async def _status(settings: Settings, _args: argparse.Namespace) -> int:
         print(f"projector leader:   {leader}")
         print(f"rebuilding:         {rebuilding}")
     return 0
+
+
+async def _parked(settings: Settings, args: argparse.Namespace) -> int:
+    """`list`: each parked event (stream, position, type). `retry`: apply what now applies, in
+    order; exits 1 while anything is still parked."""
+    from app.bootstrap import bootstrap
+    from app.projector.parked import ParkedEvents, ParkedStream
+
+    async with bootstrap(settings, run_projector=False, follow=False) as services:
+        parked = ParkedEvents(services.store, services.redis, services.read_model.keys)
+        if args.action == "retry":
+            outcome = await parked.retry()
+            print(f"applied {outcome.applied} parked event(s)"
+                  + (f"; dropped {outcome.dropped} no longer in the event store"
+                     if outcome.dropped else ""))
+            remaining: list[ParkedStream] = outcome.parked
+        else:
+            remaining = await parked.streams()
+        for stream in remaining:
+            stored = {e.position: e.type for e in await services.store.read_all(
+                stream.positions[0] - 1, len(stream.positions), stream.stream_id)}
+            for position in stream.positions:
+                kind = stored.get(position, "(no longer in the event store)")
+                print(f"{stream.stream_id}  {position}  {kind}")
+        count = sum(len(stream.positions) for stream in remaining)
+        print(f"{count} event(s) parked in {len(remaining)} stream(s)")
+        return 1 if args.action == "retry" and remaining else 0
 
 
 async def _privacy(settings: Settings, _args: argparse.Namespace) -> int:

@@ -77,6 +77,11 @@ PROJECTION_LAG_SECONDS = Gauge(
     "Age of the oldest event not yet in the read model, 0 when caught up (at scrape)",
     multiprocess_mode="livemostrecent",
 )
+PARKED_EVENTS = Gauge(
+    "cqrs_parked_events",
+    "Events the read model set aside because a projection could not apply them (at scrape)",
+    multiprocess_mode="livemostrecent",
+)
 WEBSOCKETS = Gauge(
     "cqrs_websocket_connections", "Open websocket connections", multiprocess_mode="livesum"
 )

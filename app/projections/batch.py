@@ -1,8 +1,14 @@
-"""Applies a batch of events to the documents it touches, in memory, and says what changed."""
+"""Applies a batch of events to the documents it touches, in memory, and says what changed.
+
+A commit that a projection cannot apply (an unknown type, data that does not decode, a
+projection that raises) is parked, not applied: it and every later event of its streams, in
+order, until an operator retries them (app/projector/parked.py); so is a later commit that
+changes a document of a parked stream (and then its own streams). Everything else goes on.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from app.domain.events import DomainEvent, EmployeePersonalDataErased
@@ -19,54 +25,87 @@ PROJECTIONS: tuple[tuple[Keys, Project], ...] = (
 )
 
 
-Decoded = list[tuple[RecordedEvent, DomainEvent | None]]
+BEHIND_PARKED = "an earlier event of its stream is parked"
+
+
+class UnknownEventType(Exception):
+    """No projection knows this stored type: what it does to a document cannot be known."""
+
+
+Decoded = list[tuple[RecordedEvent, DomainEvent | Exception]]
 
 
 def decode(events: Iterable[RecordedEvent]) -> Decoded:
-    """Each stored event with the domain event it holds (None for a type no projection knows),
-    decoded once for both `touched` and `apply`."""
-    return [(e, from_data(e.type, e.data) if e.type in EVENT_TYPES else None) for e in events]
+    """Each stored event with the domain event it holds, or why it cannot be decoded; decoded
+    once for both `touched` and `apply`."""
+    return [(e, _decoded(e)) for e in events]
+
+
+def _decoded(event: RecordedEvent) -> DomainEvent | Exception:
+    if event.type not in EVENT_TYPES:
+        return UnknownEventType(event.type)
+    try:
+        return from_data(event.type, event.data)
+    except Exception as error:  # a corrupt row: parked, never a stop of the read model
+        return error
 
 
 def touched(events: Decoded) -> list[DocKey]:
     """Every document key the events change, in first-seen order."""
     seen: dict[DocKey, None] = {}
     for _, event in events:
-        if event is not None:
+        if not isinstance(event, Exception):
             for keys, _ in PROJECTIONS:
                 for key in keys(event):
                     seen[key] = None
     return list(seen)
 
 
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """An event set aside, and why (the class of the error only: messages may quote data)."""
+
+    event: RecordedEvent
+    reason: str
+
+
 @dataclass
 class BatchResult:
     docs: dict[DocKey, Doc | None]
     changes: list[Change] = field(default_factory=list)
+    parked: list[Parked] = field(default_factory=list)
     erased: list[int] = field(default_factory=list)
-    """Employees whose personal data the batch erases: the projector rewrites their history."""
+    """Employees whose personal data the batch erases (in commits it applies, not in parked
+    ones): the projector rewrites their history."""
 
 
-def apply(events: Decoded, before: Mapping[DocKey, Doc | None]) -> BatchResult:
-    """The documents after `events`; changes collapse to one per entity per commit."""
+def apply(
+    events: Decoded, before: Mapping[DocKey, Doc | None], parked: set[str] | None = None
+) -> BatchResult:
+    """The documents after `events`; changes collapse to one per entity per commit.
+
+    `parked`: the streams whose events are set aside; a commit that fails adds its streams.
+    """
+    parked = set() if parked is None else parked
     docs = dict(before)
     result = BatchResult(docs)
-    commit_start: dict[DocKey, Doc | None] = {}
-    last = len(events) - 1
-    for index, (recorded, event) in enumerate(events):
-        if event is not None:
-            at = Stamp(recorded.version, iso(recorded.recorded_at), recorded.position)
-            for keys, project in PROJECTIONS:
-                for key in keys(event):
-                    current = docs.get(key)
-                    if key not in commit_start:
-                        commit_start[key] = current
-                    docs[key] = project(current, event, at)
-        if index == last or events[index + 1][0].commit_position != recorded.commit_position:
-            result.changes += _changes(recorded.commit_position, commit_start, docs)
-            commit_start = {}
-    result.erased = [event.employee_id for _, event in events
-                     if isinstance(event, EmployeePersonalDataErased)]
+    for commit in _commits(events):
+        streams = {recorded.stream_id for recorded, _ in commit}
+        reason = BEHIND_PARKED if parked and _waits(commit, streams, parked) else None
+        start: dict[DocKey, Doc | None] = {}
+        if reason is None:
+            try:
+                _apply_commit(commit, docs, start)
+            except Exception as error:  # whatever a projection raises: park, never stop
+                docs.update(start)  # nothing of a commit is applied unless all of it is
+                reason = type(error).__name__
+        if reason is not None:
+            parked |= streams
+            result.parked += (Parked(recorded, reason) for recorded, _ in commit)
+            continue
+        result.changes += _changes(commit[-1][0].commit_position, start, docs)
+        result.erased += (event.employee_id for _, event in commit
+                          if isinstance(event, EmployeePersonalDataErased))
     if result.erased:  # the batch's earlier versions of them go to the history too
         gone = set(result.erased)
         result.changes = [
@@ -75,6 +114,56 @@ def apply(events: Decoded, before: Mapping[DocKey, Doc | None]) -> BatchResult:
             for c in result.changes
         ]
     return result
+
+
+def _waits(commit: Decoded, streams: set[str], parked: set[str]) -> bool:
+    """Whether a commit must wait behind parked events: those of one of its streams, or of the
+    stream of a document it changes (a hire into a location whose creation is parked cannot be
+    applied to that location before it; its employee's stream waits with it)."""
+    if streams & parked:
+        return True
+    return any(f"{kind}-{entity_id}" in parked  # a document's own stream: `location-7`
+               for _, event in commit if not isinstance(event, Exception)
+               for keys, _ in PROJECTIONS for kind, entity_id in keys(event))
+
+
+def _apply_commit(
+    commit: Decoded, docs: dict[DocKey, Doc | None], start: dict[DocKey, Doc | None]
+) -> None:
+    """Apply one commit's events to `docs`, noting in `start` each document as it was before."""
+    for recorded, event in commit:
+        if isinstance(event, Exception):
+            raise event
+        at = Stamp(recorded.version, iso(recorded.recorded_at), recorded.position)
+        for keys, project in PROJECTIONS:
+            for key in keys(event):
+                current = docs.get(key)
+                if key not in start:
+                    start[key] = current
+                docs[key] = project(current, event, at)
+
+
+def replay(key: DocKey, doc: Doc | None, events: Decoded) -> Doc | None:
+    """`doc` after those of `events` (all decoded) that change document `key`."""
+    for recorded, event in events:
+        assert not isinstance(event, Exception)
+        at = Stamp(recorded.version, iso(recorded.recorded_at), recorded.position)
+        for keys, project in PROJECTIONS:
+            if key in keys(event):
+                doc = project(doc, event, at)
+    return doc
+
+
+def _commits(events: Decoded) -> Iterator[Decoded]:
+    """The events grouped by the commit they belong to, in order."""
+    commit: Decoded = []
+    for item in events:
+        if commit and commit[-1][0].commit_position != item[0].commit_position:
+            yield commit
+            commit = []
+        commit.append(item)
+    if commit:
+        yield commit
 
 
 def _changes(

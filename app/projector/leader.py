@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.backoff import Backoff
 from app.read_model.layout import RELEASE_LEASE, RENEW_LEASE
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ class Lease:
         return bool(await self._redis.set(self._key, self.token, nx=True, px=self._ttl_ms))
 
     async def acquire(self) -> None:
-        """Wait until this process holds the lease (checking a few times per lease period)."""
+        """Wait until this process holds the lease (checking a few times per lease period, and
+        backing off while Redis is unreachable)."""
         waiting = False
+        backoff = Backoff(cap=self.ttl)
         while True:
             try:
                 if await self.try_acquire():
@@ -53,9 +56,12 @@ class Lease:
                     log.info("standing by: %s holds the projector lease and projects; this "
                              "process takes over if it stops", holder)
                     waiting = True
+                backoff.reset()
+                delay = self.ttl / 6
             except (RedisError, OSError) as error:
-                log.warning("projector lease unavailable: %s", error)
-            await asyncio.sleep(self.ttl / 6)
+                delay = backoff.next_delay()
+                log.warning("projector lease unavailable: %s; retrying in %.1fs", error, delay)
+            await asyncio.sleep(delay)
 
     @asynccontextmanager
     async def held(self) -> AsyncIterator[asyncio.Event]:

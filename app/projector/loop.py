@@ -10,6 +10,10 @@ On a generation of the read model (see app/read_model/layout.py), a live project
 also conditional on the generation pointer: once a rebuild switched queries to a new generation,
 no batch lands in the old one, and the projector says so (`GenerationChanged`). A checkpoint or
 pointer that vanished (Redis flushed or replaced) is `ReadModelDamaged`: the caller rebuilds.
+
+An event a projection cannot apply never stops the projector: its commit is parked, with every
+later event of its streams (app/projections/batch.py), in the same conditional script as the
+batch; the projector keeps the parked streams in memory from where it read the checkpoint.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.domain.schema import without_personal
+from app.backoff import Backoff
+from app.domain.schema import ERASURE, without_personal
 from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
 from app.observability import PROJECTION_BATCH
 from app.projections import batch as projection
 from app.projections.documents import Doc, DocKey
 from app.read_model.client import delete_matching
-from app.read_model.layout import APPLY, Keys, apply_args, document
+from app.read_model.layout import APPLY, Keys, apply_args, apply_keys, document, parked_event
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,9 @@ class Projector:
         # without reading them back, since it applies only if the checkpoint is still there.
         # None: read the checkpoint (and every document) from Redis.
         self._left: tuple[int, dict[DocKey, Doc | None]] | None = None
+        # The streams parked where `_left` stands, and how many events are parked there.
+        self._parked: set[str] = set()
+        self._parked_count = 0
         self._apply = redis.register_script(APPLY)
 
     def wake(self, _position: int = 0) -> None:
@@ -114,20 +122,20 @@ class Projector:
         like a vanished checkpoint or a switched generation do.
         """
         await self.check_consistency()
-        backoff = 0.1
+        backoff = Backoff()
         audited = time.monotonic()
         try:
             while True:
                 try:
                     await self.catch_up()
-                    backoff = 0.1
+                    backoff.reset()
                     if audit is not None and time.monotonic() - audited >= audit_every:
                         await audit()
                         audited = time.monotonic()
                 except TRANSIENT as exc:
-                    log.warning("projector paused: %s; retrying in %.1fs", exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    delay = backoff.next_delay()
+                    log.warning("projector paused: %s; retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
                     continue
                 raise_if_cancelled()
                 if not self._wake.is_set():
@@ -184,9 +192,10 @@ class Projector:
         if self._left is not None:
             checkpoint, carried = self._left
         else:
-            checkpoint, carried = await self.checkpoint(), {}
+            checkpoint, carried = await self._standing(), {}
         writing: asyncio.Task[None] | None = None
         written: list[RecordedEvent] = []
+        set_aside: list[projection.Parked] = []
         started = 0.0
         try:
             while True:
@@ -206,24 +215,26 @@ class Projector:
                     before.update(
                         (k, document(v)) for k, v in zip(missing, raw, strict=True)
                     )
-                result = projection.apply(decoded, before)
+                parked_before = self._parked_count
+                result = projection.apply(decoded, before, self._parked)
+                self._parked_count += len(result.parked)
                 if writing is not None:
                     await writing  # N is in Redis (or raised): only now may N+1 be sent
                     writing = None
-                    await self._committed(written, started)
+                    await self._committed(written, started, set_aside)
                     raise_if_cancelled()
                 history = await self._erased_history(result.erased)
                 started = time.perf_counter()
                 writing = asyncio.create_task(
-                    self._write_batch(checkpoint, events, result, history)
+                    self._write_batch(checkpoint, events, result, parked_before, history)
                 )
-                written, checkpoint = events, events[-1].position
+                written, checkpoint, set_aside = events, events[-1].position, result.parked
                 self._left = None  # until N is known to be in Redis
                 _remember(carried, result.docs)
             if writing is not None:
                 await writing
                 writing = None
-                await self._committed(written, started)
+                await self._committed(written, started, set_aside)
         except CheckpointMoved:
             self._drop_prefetch()
             self._left = None
@@ -251,20 +262,23 @@ class Projector:
 
     async def _write_batch(
         self, checkpoint: int, events: list[RecordedEvent], result: projection.BatchResult,
-        erased_history: dict[str, list[Any]],
+        parked: int, erased_history: dict[str, list[Any]],
     ) -> None:
         """One batch in one script call, applied only if the checkpoint is still `checkpoint`
-        (and, fenced, the pointer still names this generation); else `CheckpointMoved`. An
-        erasing batch publishes its events without the erased values (ones kept in memory
-        may still hold them) and, once applied, calls the erasure listeners."""
-        if result.erased:
-            streams = {f"employee-{employee_id}" for employee_id in result.erased}
+        with `parked` events parked (and, fenced, the pointer still names this generation);
+        else `CheckpointMoved`. An erasing batch publishes its events without the erased values
+        (ones kept in memory may still hold them) and, once applied, calls the erasure
+        listeners. An erasure parked with its stream is still published without them: it
+        happened in the event store; only the read model waits for it."""
+        streams = {f"employee-{employee_id}" for employee_id in result.erased}
+        streams |= {e.stream_id for e in events if e.type == ERASURE}
+        if streams:
             events = [replace(e, data=without_personal(e.type, e.data))
                       if e.stream_id in streams else e for e in events]
         outcome = await self._apply(
-            keys=[self._keys.checkpoint, self._keys.generation_pointer],
+            keys=apply_keys(self._keys),
             args=apply_args(self._keys, checkpoint, self._fenced, events, result, self._live,
-                            erased_history),
+                            parked, erased_history),
         )
         if outcome != 1:
             raw, pointer = outcome
@@ -272,7 +286,8 @@ class Projector:
                 current = self._current(raw, pointer if self._fenced else None)
             except (ReadModelDamaged, GenerationChanged) as moved:
                 raise CheckpointMoved(str(moved)) from moved
-            raise CheckpointMoved(f"the checkpoint is at {current}, not {checkpoint}")
+            raise CheckpointMoved(f"the read model is at {current} (its parked events may "
+                                  f"have been retried), not at {checkpoint}")
         if result.erased:
             for listener in self._erasure_listeners:
                 try:
@@ -280,7 +295,16 @@ class Projector:
                 except Exception as exc:  # the read model is erased; only files lag behind
                     log.warning("clean-up after an erasure failed: %s", exc)
 
-    async def _committed(self, events: list[RecordedEvent], started: float) -> None:
+    async def _committed(
+        self, events: list[RecordedEvent], started: float, parked: list[projection.Parked]
+    ) -> None:
+        for aside in parked:
+            log.log(
+                logging.INFO if aside.reason == projection.BEHIND_PARKED else logging.WARNING,
+                "parked the event at position %d of %s (%s): %s; retry with "
+                "`python -m app parked retry`", aside.event.position, aside.event.stream_id,
+                aside.event.type, aside.reason,
+            )
         self.position = events[-1].position
         self.events_applied += len(events)
         PROJECTION_BATCH.observe(len(events))
@@ -303,6 +327,18 @@ class Projector:
             )
             return self._current(raw, pointer)
         return self._current(await self._redis.get(self._keys.checkpoint), None)
+
+    async def _standing(self) -> int:
+        """`checkpoint()`, read together with the parked streams, which it remembers."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._keys.checkpoint)
+            pipe.get(self._keys.generation_pointer)
+            pipe.zrange(self._keys.parked, 0, -1)
+            raw, pointer, members = await pipe.execute()
+        checkpoint = self._current(raw, pointer if self._fenced else None)
+        self._parked = {parked_event(member)[1] for member in members}
+        self._parked_count = len(members)
+        return checkpoint
 
     def _current(self, raw: Any, pointer: Any) -> int:
         """The checkpoint `raw` as read (with the pointer when fenced), or why it cannot be used."""

@@ -10,6 +10,7 @@ import logging
 
 from redis.asyncio import Redis
 
+from app.backoff import Backoff
 from app.event_store.base import EventStore
 from app.projector.generations import Generations
 from app.projector.leader import Lease
@@ -92,7 +93,7 @@ class ProjectionRunner:
                     await asyncio.gather(work, losing, return_exceptions=True)
 
     async def _lead(self) -> None:
-        backoff = 0.1
+        backoff = Backoff()
         while True:
             try:
                 await self._follow()
@@ -101,14 +102,14 @@ class ProjectionRunner:
             except ReadModelDamaged as damage:
                 await self._rebuild(str(damage))
             except Exception as error:  # an outage, or a bug: never stop while holding the lease
+                delay = backoff.next_delay()
                 if isinstance(error, TRANSIENT):
-                    log.warning("projector paused: %s; retrying in %.1fs", error, backoff)
+                    log.warning("projector paused: %s; retrying in %.1fs", error, delay)
                 else:
-                    log.exception("projector failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                    log.exception("projector failed; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
                 continue
-            backoff = 0.1
+            backoff.reset()
 
     async def _follow(self) -> None:
         """Project the active generation live; raises when it is switched or damaged."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,11 +29,15 @@ from app.projections.documents import Doc, DocKey, micros
 from app.projections.employees import erased
 from app.read_model import changes as messages
 
-# One batch, all or nothing, if the read model still stands where the batch was read from.
-# KEYS: the checkpoint, the generation pointer. ARGV: the checkpoint the batch was read from, the
-# generation the batch is for ('' when the pointer is not checked), '1' when an absent checkpoint
-# means 0 (a read model without generations), then the writes: per command, its argument count
-# then its arguments. Returns 1 when applied, else {checkpoint, pointer} as they are.
+# One batch, all or nothing, if the read model still stands where the batch was read from: its
+# checkpoint, and the number of its parked events (a retry of parked events changes documents
+# without moving the checkpoint; it only ever shrinks the parked set, and a batch only grows it,
+# so the pair never comes back to a value once left).
+# KEYS: the checkpoint, the generation pointer, the parked set. ARGV: the checkpoint the batch was
+# read from, the generation the batch is for ('' when the pointer is not checked), '1' when an
+# absent checkpoint means 0 (a read model without generations), the number of parked events the
+# batch was read with, then the writes: per command, its argument count then its arguments.
+# Returns 1 when applied, else {checkpoint, pointer} as they are.
 # (Atomic like MULTI/EXEC, and one round trip instead of WATCH, a read and EXEC.)
 APPLY = """
 local checkpoint = redis.call('GET', KEYS[1])
@@ -40,10 +45,11 @@ local pointer = false
 if ARGV[2] ~= '' then pointer = redis.call('GET', KEYS[2]) end
 local current = checkpoint
 if not current and ARGV[3] == '1' then current = '0' end
-if current ~= ARGV[1] or (ARGV[2] ~= '' and pointer ~= ARGV[2]) then
+if current ~= ARGV[1] or (ARGV[2] ~= '' and pointer ~= ARGV[2])
+    or redis.call('ZCARD', KEYS[3]) ~= tonumber(ARGV[4]) then
   return {checkpoint, pointer}
 end
-local a = 4
+local a = 5
 while a <= #ARGV do
   local n = tonumber(ARGV[a])
   redis.call(unpack(ARGV, a + 1, a + n))
@@ -96,6 +102,9 @@ class Keys:
         self.locations = f"{prefix}:locations"
         self.employees = f"{prefix}:employees"
         self.commits = f"{prefix}:commits"
+        # events set aside because a projection could not apply them: member
+        # `{position:015d}|{stream_id}`, scored by position (app/projector/parked.py)
+        self.parked = f"{prefix}:parked"
         # shared by every generation
         self.changes_channel = f"{base}:changes"
         self.appended_channel = f"{base}:appended"
@@ -133,18 +142,24 @@ class Keys:
         return f"{self.prefix}:*"
 
 
+def apply_keys(keys: Keys) -> list[str]:
+    """APPLY's KEYS."""
+    return [keys.checkpoint, keys.generation_pointer, keys.parked]
+
+
 def apply_args(
     keys: Keys, checkpoint: int, fenced: bool, events: list[RecordedEvent], result: BatchResult,
-    live: bool, erased_history: dict[str, list[Any]] | None = None,
+    live: bool, parked: int, erased_history: dict[str, list[Any]] | None = None,
 ) -> list[Any]:
-    """APPLY's ARGV for a batch read from `checkpoint`: its documents, indexes and time-travel
-    history, the new checkpoint, and (`live`) the PUBLISH of its change message.
+    """APPLY's ARGV for a batch read from `checkpoint` with `parked` events parked: its
+    documents, indexes and time-travel history, the events it parks, the new checkpoint, and
+    (`live`) the PUBLISH of its change message.
 
     `erased_history`: per history key of an employee the batch erases, its members as stored
     before the batch: they are replaced by the same versions without personal data."""
     generation = keys.generation
     out: list[Any] = [
-        checkpoint, generation if fenced else "", "1" if generation is None else "0",
+        checkpoint, generation if fenced else "", "1" if generation is None else "0", parked,
     ]
 
     def command(*args: Any) -> None:
@@ -171,6 +186,11 @@ def apply_args(
             commits += (micros(e.recorded_at), f"{e.commit_position:015d}")
     for part in _chunks(commits):
         command("ZADD", keys.commits, *part)
+    aside: list[int | str] = []
+    for parked_event in result.parked:
+        aside += (parked_event.event.position, parked_member(parked_event.event))
+    for part in _chunks(aside):
+        command("ZADD", keys.parked, *part)
     position = events[-1].position
     command("SET", keys.checkpoint, position)
     if live:
@@ -240,6 +260,81 @@ def _current(
     for index, ids in dead.items():
         for part in _chunks(ids):
             command("ZREM", index, *part)
+
+
+def retry_args(
+    keys: Keys, checkpoint: int, fenced: bool, parked: int, rewrites: list[Rewrite],
+    unparked: list[str], reparked: list[RecordedEvent], gone: list[int], live: bool,
+) -> list[Any]:
+    """APPLY's ARGV for a retry of parked events, read at `checkpoint` with `parked` events
+    parked: each document's rewritten history, its current state and indexes, the parked set
+    without `unparked` but with `reparked`, the commit clock without the commits of events
+    `gone` from the store (removed by an operator), and (`live`) a notice that empties every API
+    process's document cache (the switch notice, to the generation they already read: a retry
+    changes documents behind positions they have already seen). The checkpoint stays."""
+    generation = keys.generation
+    out: list[Any] = [
+        checkpoint, generation if fenced else "", "1" if generation is None else "0", parked,
+    ]
+
+    def command(*args: Any) -> None:
+        out.append(len(args))
+        out.extend(args)
+
+    def serialised(doc: Doc) -> bytes:
+        return orjson.dumps(doc)
+
+    for rewrite in rewrites:
+        history = keys.history(rewrite.key)
+        for part in _chunks(rewrite.old):
+            command("ZREM", history, *part)
+        versions: list[int | bytes] = []
+        for position, doc in rewrite.new.items():
+            body = b"" if doc is None else serialised(doc)
+            versions += (position, b"%015d|%b" % (position, body))
+        for part in _chunks(versions):
+            command("ZADD", history, *part)
+        if rewrite.created is not None:
+            command("ZADD", keys.created(rewrite.key[0]), "NX", rewrite.created, rewrite.key[1])
+    _current(command, keys, {r.key: r.current for r in rewrites}, serialised)
+    for part in _chunks(unparked):
+        command("ZREM", keys.parked, *part)
+    for part in _chunks([f"{position:015d}" for position in gone]):
+        command("ZREM", keys.commits, *part)
+    aside: list[int | str] = []
+    for event in reparked:
+        aside += (event.position, parked_member(event))
+    for part in _chunks(aside):
+        command("ZADD", keys.parked, *part)
+    if live and generation is not None:
+        command("PUBLISH", keys.changes_channel, messages.encode_switch(checkpoint, generation))
+    return out
+
+
+@dataclass
+class Rewrite:
+    """A document's time-travel history from one position on, and its current state."""
+
+    key: DocKey
+    old: list[str]  # the members it replaces
+    new: dict[int, Doc | None]  # its versions by commit position
+    current: Doc | None
+    created: int | None = None  # the commit that created it, if one of these did
+
+
+def history_entry(member: str) -> tuple[int, Doc | None]:
+    """A history member: (commit position, document or None)."""
+    return int(member.partition("|")[0]), historic(member)
+
+
+def parked_member(event: RecordedEvent) -> str:
+    return f"{event.position:015d}|{event.stream_id}"
+
+
+def parked_event(member: str) -> tuple[int, str]:
+    """A member of the parked set: (position, stream id)."""
+    position, _, stream_id = member.partition("|")
+    return int(position), stream_id
 
 
 def _chunks(values: list[Any]) -> list[list[Any]]:

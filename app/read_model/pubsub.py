@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
+from app.backoff import Backoff
+
 log = logging.getLogger(__name__)
 Handler = Callable[[str], Awaitable[None]]
 
@@ -21,7 +23,7 @@ async def listen(
     After every (re)subscription `on_reconnect` runs, so the caller can re-read what it may
     have missed while no subscription was active; `on_lost` runs as soon as one is lost.
     """
-    backoff = 0.1
+    backoff = Backoff()
     while True:
         _raise_if_cancelled()
         try:
@@ -29,7 +31,7 @@ async def listen(
                 await pubsub.subscribe(channel)
                 _raise_if_cancelled()
                 await on_reconnect()
-                backoff = 0.1
+                backoff.reset()
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         await handler(message["data"])
@@ -38,9 +40,9 @@ async def listen(
         except Exception as exc:  # any failure of the connection: resubscribe, never go silent
             if on_lost is not None:
                 on_lost()
-            log.warning("subscription to %s lost (%s); retrying in %.1fs", channel, exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            delay = backoff.next_delay()
+            log.warning("subscription to %s lost (%s); retrying in %.1fs", channel, exc, delay)
+            await asyncio.sleep(delay)
 
 
 def _raise_if_cancelled() -> None:

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from app.projections.documents import Doc, Entity, micros
 from app.read_model.cache import DocumentCache
-from app.read_model.layout import LATEST_AT, RAISE_TO, Keys, document, historic
+from app.read_model.layout import LATEST_AT, RAISE_TO, Keys, document, historic, parked_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,12 @@ class ReadModel:
         (`announce`) wake the projector, in whichever process it runs, in the same command."""
         channel = [self.keys.appended_channel] if announce else []
         await self._raise_to(keys=[self.keys.head], args=[position, *channel])
+
+    async def parked(self) -> tuple[int, list[str]]:
+        """How many events are parked, and their streams in the order they were parked."""
+        members = await self._redis.zrange(self.keys.parked, 0, -1)
+        streams = dict.fromkeys(parked_event(str(m))[1] for m in members)
+        return len(members), list(streams)
 
     async def head(self) -> int:
         """The newest appended position any writer reported (at least the checkpoint)."""

@@ -209,7 +209,9 @@ class Query:
         services = info.context.services
         position = await services.read_model.checkpoint()
         head = await services.read_model.head()
+        parked_events, parked_streams = await services.read_model.parked()
         return ProjectionStatus(
             position=position, head_position=head, lag=max(head - position, 0),
             rebuilding=await services.read_model.rebuilding(),
+            parked_events=parked_events, parked_streams=parked_streams,
         )

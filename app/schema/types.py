@@ -222,3 +222,13 @@ class ProjectionStatus:
         "Whether a rebuild of the read model (`python -m app rebuild`) is under way; queries "
         "keep being answered from the current one meanwhile."
     ))
+    parked_events: int = strawberry.field(description=(
+        "How many events the read model has set aside (parked): each event it could not "
+        "apply, and every later event of the same entity, kept in order. Those entities show "
+        "their state from before their first parked event; everything else stays current. An "
+        "operator applies them, after a fix, with `python -m app parked retry`."
+    ))
+    parked_streams: list[str] = strawberry.field(description=(
+        "The streams (`employee-{id}`, `location-{id}`) whose events are parked, in the order "
+        "they were parked."
+    ))

@@ -257,6 +257,16 @@ class CommandHandlers:
         try:
             return await self._attempt(cmd, ctx, decide, reserve, client_version, idempotency,
                                        causation_id)
+        except DomainError:
+            # A refusal may be the twin's own write: a request with the same key that committed
+            # while this one decided. Look the key up again (the store is all replicas share,
+            # and it records the key with the twin's events); without a record, it stands.
+            if idempotency is None:
+                raise
+            previous = await self._store.find_command(idempotency.key)
+            if previous is None:
+                raise
+            return replay(previous, idempotency)
         finally:
             for category, number in held:
                 self._reserved[category].discard(number)

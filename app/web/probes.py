@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.bootstrap import Services
 from app.observability import (
+    PARKED_EVENTS,
     PROJECTED_POSITION,
     PROJECTION_LAG_EVENTS,
     PROJECTION_LAG_SECONDS,
@@ -52,13 +53,14 @@ async def metrics(request: Request) -> Response:
 
 async def _projection_lag(services: Services) -> None:
     """Projection position and lag, measured at scrape time: the read model's checkpoint, the
-    events behind it, and the age of the oldest one. (The change feed also sets the position
-    as changes arrive, but a write can be seen answered before its notice reached this
-    process: a scrape right after it showed the position before.)"""
+    events behind it, the age of the oldest one, and the events parked. (The change feed also
+    sets the position as changes arrive, but a write can be seen answered before its notice
+    reached this process: a scrape right after it showed the position before.)"""
     try:
         checkpoint = await services.read_model.checkpoint()
         head = await services.read_model.head()
         behind = max(head - checkpoint, 0)
+        parked, _streams = await services.read_model.parked()
         seconds = 0.0
         if behind:
             oldest = await services.store.read_all(checkpoint, 1)
@@ -70,4 +72,5 @@ async def _projection_lag(services: Services) -> None:
         return
     PROJECTED_POSITION.set(checkpoint)
     PROJECTION_LAG_EVENTS.set(behind)
+    PARKED_EVENTS.set(parked)
     PROJECTION_LAG_SECONDS.set(seconds)

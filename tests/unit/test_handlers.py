@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -16,7 +17,12 @@ from app.domain import commands as c
 from app.domain.errors import Conflict, NotFound, RuleViolation, ValidationFailed
 from app.domain.schema import default_schema
 from app.event_store.base import EventStore
-from app.service.handlers import CommandContext, CommandHandlers, IdempotencyKeyReused
+from app.service.handlers import (
+    CommandContext,
+    CommandHandlers,
+    CommandResult,
+    IdempotencyKeyReused,
+)
 from app.service.repository import Repository
 
 CTX = CommandContext(correlation_id="test")
@@ -163,3 +169,38 @@ async def test_terminated_employees_cannot_be_moved(handlers: CommandHandlers) -
     await handlers.terminate_employee(c.TerminateEmployee(1), CTX)
     with pytest.raises(NotFound):
         await handlers.assign_employee_to_location(c.AssignEmployeeToLocation(1, 2), CTX)
+
+
+async def test_simultaneous_twins_with_one_key_both_get_the_original_result(
+    handlers: CommandHandlers, store: EventStore
+) -> None:
+    """A retry racing its original (on another replica) never sees the original's own write as
+    a refusal: 400 twin pairs of hires with ids, then of moves, each get one result."""
+    other_replica = CommandHandlers(store, default_schema())
+    pairs = 400
+    for n in (1, 2):
+        await handlers.create_location(place(n), CTX)
+
+    async def twins(send: Callable[[CommandHandlers, CommandContext], Awaitable[CommandResult]],
+                    key: str) -> tuple[CommandResult, CommandResult]:
+        ctx = CommandContext("test", idempotency_key=key)
+        first, second = await asyncio.gather(send(handlers, ctx), send(other_replica, ctx))
+        return first, second
+
+    def hire(n: int) -> Callable[[CommandHandlers, CommandContext], Awaitable[CommandResult]]:
+        return lambda h, ctx: h.create_employee(person(1, n), ctx)
+
+    def move(n: int) -> Callable[[CommandHandlers, CommandContext], Awaitable[CommandResult]]:
+        return lambda h, ctx: h.assign_employee_to_location(c.AssignEmployeeToLocation(n, 2), ctx)
+
+    for send, kind in ((hire, "hire"), (move, "move")):
+        results = await asyncio.gather(
+            *(twins(send(n), f"{kind}-{n}") for n in range(1, pairs + 1))
+        )
+        for n, (first, second) in enumerate(results, start=1):
+            assert (first.entity, first.entity_id, first.position) == (
+                second.entity, second.entity_id, second.position), (kind, n)
+            assert first.entity_id == n and sorted([first.replayed, second.replayed]) == [
+                False, True]
+    log = await store.read_all(limit=10 * pairs)
+    assert len(log) == 2 + 2 * pairs + 2 * pairs  # every command written exactly once

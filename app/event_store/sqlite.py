@@ -23,6 +23,7 @@ import asyncio
 import datetime as dt
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
@@ -265,10 +266,20 @@ class SqliteEventStore(GroupCommitStore):
             )
             try:
                 with engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                     metadata.create_all(conn)
                     conn.exec_driver_sql("COMMIT")
+                    # Switching to WAL needs the file to itself and, unlike other statements,
+                    # does not wait for it: a process starting beside another is told "locked".
+                    deadline = time.monotonic() + 30
+                    while True:
+                        try:
+                            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                            break
+                        except sa.exc.OperationalError as error:
+                            if "locked" not in str(error) or time.monotonic() > deadline:
+                                raise
+                            time.sleep(0.01)
             finally:
                 engine.dispose()
 

@@ -150,6 +150,10 @@ class SlicedExecutionContext(CodedRequestErrors, StrawberryGraphQLCoreExecutionC
             f"The operation took longer than {self.deadline_seconds:g} s; try again.",
             "REQUEST_TIMEOUT",
         )
+        # Raised for every value met from now on: with a path of its own, graphql-core takes
+        # it as located already instead of building a new error for each one (thousands of
+        # them held the loop over a second).
+        self._expired.path = []
         while self._parked:
             future = self._parked.popleft().future
             if not future.done():

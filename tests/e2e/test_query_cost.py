@@ -23,8 +23,8 @@ from tests.harness.ws_support import WAIT_SECONDS, raw_connect, raw_subscribe
 T = TypeVar("T")
 DEFAULT_MAX_COST = 50_000
 TIMEOUT_SECONDS = 2.0
-HEALTHY_SECONDS = 1.0
-UNWINDING_SECONDS = 1.5  # the contract: /healthz answers within 1 s while any request runs
+HEALTHY_SECONDS = 1.0  # the contract: /healthz answers within 1 s while any request runs
+UNWINDING_SECONDS = 1.5  # see the socket deadline test
 PAST_DEADLINE_SECONDS = 2.0
 """The contract says about 1 s past the deadline at most: measured 0.4-0.9 s alone, up to 1.5 s
 with four other test suites sharing the machine's two cores."""

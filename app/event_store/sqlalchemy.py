@@ -87,6 +87,19 @@ def chunks(items: list[str], size: int = 500) -> list[list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+async def by_stream(conn: AsyncConnection, column: Any, stream_ids: list[str]) -> dict[str, Any]:
+    """`column` of the rows of its table whose stream_id is one of `stream_ids`, by stream id
+    (asked in chunks, within the drivers' bound on parameters)."""
+    table = column.table
+    found: dict[str, Any] = {}
+    for chunk in chunks(stream_ids):
+        rows = await conn.execute(
+            sa.select(table.c.stream_id, column).where(table.c.stream_id.in_(chunk))
+        )
+        found.update((row[0], row[1]) for row in rows)
+    return found
+
+
 def utc(value: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; every stored time is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
@@ -205,14 +218,7 @@ class SqlAlchemyEventStore(GroupCommitStore):
             )
 
     async def _keys(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for chunk in chunks(stream_ids):
-            rows = await conn.execute(
-                sa.select(personal_data_keys.c.stream_id, personal_data_keys.c.key)
-                .where(personal_data_keys.c.stream_id.in_(chunk))
-            )
-            found.update((row.stream_id, row.key) for row in rows)
-        return found
+        return await by_stream(conn, personal_data_keys.c.key, stream_ids)
 
     async def _erase(self, conn: AsyncConnection, stream_id: str) -> None:
         """Inside the transaction appending the erasure: destroy the stream's key, drop its
@@ -252,14 +258,7 @@ class SqlAlchemyEventStore(GroupCommitStore):
                 await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def _versions(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for chunk in chunks(stream_ids):
-            rows = await conn.execute(
-                sa.select(streams.c.stream_id, streams.c.version)
-                .where(streams.c.stream_id.in_(chunk))
-            )
-            found.update((row.stream_id, row.version) for row in rows)
-        return found
+        return await by_stream(conn, streams.c.version, stream_ids)
 
     async def _find_commands(
         self, conn: AsyncConnection, keys: list[str]

@@ -37,6 +37,10 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+HEAD_EVERY = 0.1
+"""Seconds the head in Redis (projection status, lag) may trail this process's appends while its
+own projector leads: a payload never waits for it (the head read is at least the checkpoint)."""
+
 
 @dataclass
 class Services:
@@ -162,8 +166,12 @@ def _wire(services: Services, run_projector: bool) -> None:
     async def announce() -> None:
         """One announcement per burst: a group commit calls `appended` once per command. The
         head is always raised; the wake-up notice only goes out when the projector leads in
-        another process (one that takes the lease meanwhile catches up when it starts)."""
+        another process (one that takes the lease meanwhile catches up when it starts). While
+        it leads here, it is woken in-process and only status and lag read the head: that is
+        raised at most every HEAD_EVERY seconds, not once per group commit."""
         while head["appended"] > head["announced"]:
+            if runner.leading:
+                await asyncio.sleep(HEAD_EVERY)
             position = head["appended"]
             await _announce(services, position, wake_others=not runner.leading)
             head["announced"] = position

@@ -25,10 +25,15 @@ local method = %s
 local path = %s
 local template = %s
 local ids = %d
+local random_ids = %s
 local counter = 0
+math.randomseed(os.time())
 request = function()
   counter = counter + 1
   local id = tostring(counter %% ids + 1)
+  if random_ids then
+    id = tostring(math.random(ids))
+  end
   local url = string.gsub(path, "__ID__", id)
   if method == "GET" then
     return wrk.format("GET", url)
@@ -60,15 +65,17 @@ def body(query: str, **variables: object) -> str:
 
 
 def wrk(url: str, template: str, ids: int, seconds: float, connections: int,
-        method: str = "POST") -> Load:
-    """Run wrk against `url` (which may hold __ID__); each request's __ID__ cycles over 1..ids."""
+        method: str = "POST", random_ids: bool = False) -> Load:
+    """Run wrk against `url` (which may hold __ID__); each request's __ID__ cycles over 1..ids,
+    or (`random_ids`) is drawn at random from them, so concurrent requests can collide."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: apt-get install wrk")
     base, _, path = url.partition("//")[2].partition("/")
     origin = url[: url.index(base) + len(base)]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % (json.dumps(method), json.dumps("/" + path),
-                                   json.dumps(template), ids))
+                                   json.dumps(template), ids,
+                                   "true" if random_ids else "false"))
     try:
         out = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{max(seconds, 1):.0f}s", "--latency",
@@ -92,11 +99,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk_on(server: Process, url: str, template: str, ids: int, seconds: float,
-           connections: int, method: str = "POST") -> Load:
+           connections: int, method: str = "POST", random_ids: bool = False) -> Load:
     """`wrk`, also measuring the CPU time `server` spent per request meanwhile: steadier than
     the request rate on a machine whose speed drifts, and comparable between servers."""
     before = cpu_seconds(server.process.pid)
-    load = wrk(url, template, ids, seconds, connections, method)
+    load = wrk(url, template, ids, seconds, connections, method, random_ids)
     spent = cpu_seconds(server.process.pid) - before
     requests = load.requests_per_second * load.seconds
     load.cpu_us_per_request = spent / requests * 1e6 if requests else float("nan")
@@ -172,15 +179,19 @@ LOCATIONS, EMPLOYEES, PER_LOCATION = 20, 1000, 50
 
 
 @contextlib.contextmanager
-def both_servers(redis_url: str, name: str) -> Iterator[tuple[Process, Process]]:
+def both_servers(redis_url: str, name: str, embedded: bool = False
+                 ) -> Iterator[tuple[Process, Process]]:
     """Our service (with its projector, caught up on the history) and the baseline server,
-    sharing one Redis: the baseline's bare GET reads the documents our projector wrote."""
+    sharing one Redis: the baseline's bare GET reads the documents our projector wrote.
+    `embedded`: ours runs as `serve` does by default, on its own embedded Valkey (with its
+    append-only file); the baseline's GETs then find nothing, so use it for mutations only."""
     from bench.common import drop_prefix, unique_prefix
     from bench.server import running
 
     prefix = unique_prefix(name)
+    ours = {} if embedded else {"REDIS_URL": redis_url}
     try:
-        with running({"REDIS_URL": redis_url, "REDIS_PREFIX": prefix},
+        with running({**ours, "REDIS_PREFIX": prefix},
                      prepare=prepared_history(HISTORY_EVENTS)) as server:  # type: ignore[arg-type]
             check(server.url, body("query($id: Int!, $p: Int) { employee(id: $id, "
                                    "minPosition: $p) { id } }", id=EMPLOYEES, p=HISTORY_EVENTS))

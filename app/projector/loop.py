@@ -84,6 +84,7 @@ class Projector:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
+        self._thorough = True  # the first round reads until the store has no more
         self._listeners: list[CheckpointListener] = []
         self._erasure_listeners: list[ErasureListener] = []
         self.position = 0
@@ -99,8 +100,11 @@ class Projector:
         self._parked_count = 0
         self._apply = redis.register_script(APPLY)
 
-    def wake(self, _position: int = 0) -> None:
-        """New events were appended: stop waiting and catch up."""
+    def wake(self, position: int = 0) -> None:
+        """New events were appended (`position`: by this process, up to there): stop waiting
+        and catch up."""
+        if not position:  # another process's append: this process's memory lacks it
+            self._thorough = True
         self._wake.set()
 
     def on_checkpoint(self, listener: CheckpointListener) -> None:
@@ -126,8 +130,10 @@ class Projector:
         audited = time.monotonic()
         try:
             while True:
+                self._wake.clear()  # an append from here on wakes the next round
+                thorough, self._thorough = self._thorough, False
                 try:
-                    await self.catch_up()
+                    await self.catch_up(thorough=thorough)
                     backoff.reset()
                     if audit is not None and time.monotonic() - audited >= audit_every:
                         await audit()
@@ -143,7 +149,7 @@ class Projector:
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval)
                     if not self._wake.is_set():  # a poll: look at Redis itself (damage, rivals)
                         self._left = None
-                self._wake.clear()
+                        self._thorough = True
         finally:
             self._drop_prefetch()
 
@@ -165,10 +171,13 @@ class Projector:
         """Delete every key of this read model (of every generation, pointer included)."""
         await delete_matching(self._redis, Keys(self._keys.base).pattern())
 
-    async def catch_up(self, until: int | None = None) -> None:
-        """Apply everything committed so far (or every commit ending at or before `until`)."""
+    async def catch_up(self, until: int | None = None, thorough: bool = True) -> None:
+        """Apply everything committed so far (or every commit ending at or before `until`).
+
+        Not `thorough`: only this process appended since the last round, so a short batch
+        is the last one (see `_pipeline`)."""
         try:
-            while await self._pipeline(until):
+            while await self._pipeline(until, thorough):
                 log.info("checkpoint moved under us (another projector?); re-reading")
         except BaseException:
             self._left = None
@@ -176,7 +185,7 @@ class Projector:
         finally:
             self._drop_prefetch()
 
-    async def _pipeline(self, until: int | None) -> bool:
+    async def _pipeline(self, until: int | None, thorough: bool = True) -> bool:
         """Apply batches back to back, preparing each while the previous one is written.
 
         Batch N+1 is read (ahead), its documents fetched and the events applied while batch N
@@ -197,15 +206,26 @@ class Projector:
         written: list[RecordedEvent] = []
         set_aside: list[projection.Parked] = []
         started = 0.0
+        last = False
         try:
             while True:
                 raise_if_cancelled()
+                if last:
+                    break
                 events = await self._read(checkpoint)
+                # When only this process appended since the last round, a short batch is all
+                # there is (its store keeps its own newest commits; whatever it appends later
+                # wakes the projector again): the store is not asked once more for nothing, nor
+                # read ahead of it. Another process's append (its notice) or a poll makes the
+                # round thorough: it reads on until the store itself says there is no more.
+                short = len(events) < self._batch_size
+                last = short and not thorough
                 if until is not None:
                     events = [e for e in events if e.commit_position <= until]
                 if not events:
                     break
-                self._read_ahead(events[-1].position)
+                if not short:
+                    self._read_ahead(events[-1].position)
                 decoded = projection.decode(events)
                 keys = projection.touched(decoded)
                 before = {k: carried[k] for k in keys if k in carried}

@@ -62,8 +62,9 @@ class ProjectionRunner:
         self.projector = self._projector(self._base.at(generation))
         return generation
 
-    def wake(self, _position: int = 0) -> None:
-        self.projector.wake()
+    def wake(self, position: int = 0) -> None:
+        """See `Projector.wake`: `position` for this process's own appends, else 0."""
+        self.projector.wake(position)
 
     def on_checkpoint(self, listener: CheckpointListener) -> None:
         self._listeners.append(listener)

@@ -25,7 +25,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -51,6 +50,7 @@ from app.event_store.group_commit import (
 )
 from app.event_store.keys import SEALED_TYPES, erased_streams, masked, streams_needing_keys
 from app.event_store.tables import metadata
+from app.event_store.worker_thread import WorkerThread
 
 T = TypeVar("T")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
@@ -76,8 +76,8 @@ class SqliteThreads:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="event-store-write")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="event-store-read")
+        self._writer = WorkerThread("event-store-write")
+        self._reader = WorkerThread("event-store-read")
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (autocommit mode: transactions are explicit)."""
@@ -95,17 +95,15 @@ class SqliteThreads:
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work` on the reader thread; a lost file raises StoreUnavailable."""
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._reader, lambda: work(self.connection()))
+            return await self._reader.call(lambda: work(self.connection()))
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work` inside BEGIN IMMEDIATE … COMMIT (ROLLBACK if it raises), on the writer thread."""
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._writer, self._transaction, work)
+            return await self._writer.call(lambda: self._transaction(work))
         except sqlite3.IntegrityError as exc:
             raise ForeignWrite(str(exc)) from exc
         except UNAVAILABLE as exc:
@@ -129,17 +127,14 @@ class SqliteThreads:
 
     async def run(self, statement: str) -> None:
         """One statement outside any transaction, on the writer thread."""
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(
-                self._writer, lambda: self.connection().execute(statement).fetchall()
-            )
+            await self._writer.call(lambda: self.connection().execute(statement).fetchall())
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
+        self._writer.shutdown()
+        self._reader.shutdown()
         with self._guard:
             for conn in self._connections:
                 conn.close()

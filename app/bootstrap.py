@@ -160,6 +160,16 @@ def _wire(services: Services, run_projector: bool) -> None:
         PROJECTED_POSITION.set(position)
         await waiter.advance(position)
 
+    def delivered(batch: Batch) -> None:
+        """This process's projector's batch, ahead of the feed (which then repeats it): the
+        cache holds a mutation's documents before the mutation is woken, and subscribers here
+        need not wait for the round trip."""
+        if runner.projector.keys.generation != services.read_model.keys.generation:
+            return  # queries here read another generation until the feed's switch notice
+        if cache is not None:
+            cache.apply(batch)
+        services.hub.publish(batch)
+
     head = {"appended": 0, "announced": 0}
     announcing: list[asyncio.Task[Any]] = []
 
@@ -189,6 +199,7 @@ def _wire(services: Services, run_projector: bool) -> None:
         listen(services.redis, keys.changes_channel, on_changes, resync, lost), "changes"
     )
     if run_projector:
+        runner.on_batch(delivered)
         runner.on_checkpoint(projected)
         _follow_appends(services)
         services.spawn(runner.run(), "projector")

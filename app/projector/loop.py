@@ -36,6 +36,7 @@ from app.event_store.base import EventStore, RecordedEvent, StoreUnavailable
 from app.observability import PROJECTION_BATCH
 from app.projections import batch as projection
 from app.projections.documents import Doc, DocKey
+from app.read_model import changes
 from app.read_model.client import delete_matching
 from app.read_model.layout import APPLY, Keys, apply_args, apply_keys, document, parked_event
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DOCUMENT_MEMORY = 4096  # documents a projector remembers from its latest batches
 CheckpointListener = Callable[[int], Awaitable[None]]
+BatchListener = Callable[[changes.Batch], None]
 ErasureListener = Callable[[], Awaitable[object]]
 Audit = Callable[[], Awaitable[None]]
 TRANSIENT = (StoreUnavailable, RedisConnectionError, RedisTimeoutError, OSError)
@@ -86,6 +88,7 @@ class Projector:
         self._wake = asyncio.Event()
         self._thorough = True  # the first round reads until the store has no more
         self._listeners: list[CheckpointListener] = []
+        self._batch_listeners: list[BatchListener] = []
         self._erasure_listeners: list[ErasureListener] = []
         self.position = 0
         self.events_applied = 0
@@ -109,6 +112,12 @@ class Projector:
 
     def on_checkpoint(self, listener: CheckpointListener) -> None:
         self._listeners.append(listener)
+
+    def on_batch(self, listener: BatchListener) -> None:
+        """Call `listener(batch)` with each batch a live projector published, once it is in
+        Redis and before the checkpoint listeners: the same batch its change message carries,
+        in order, to this process ahead of the feed (which then repeats it)."""
+        self._batch_listeners.append(listener)
 
     def on_erasure(self, listener: ErasureListener) -> None:
         """Call `listener()` once a batch that erases personal data is in Redis, before the
@@ -202,7 +211,7 @@ class Projector:
             checkpoint, carried = self._left
         else:
             checkpoint, carried = await self._standing(), {}
-        writing: asyncio.Task[None] | None = None
+        writing: asyncio.Task[changes.Batch | None] | None = None
         written: list[RecordedEvent] = []
         set_aside: list[projection.Parked] = []
         started = 0.0
@@ -239,9 +248,9 @@ class Projector:
                 result = projection.apply(decoded, before, self._parked)
                 self._parked_count += len(result.parked)
                 if writing is not None:
-                    await writing  # N is in Redis (or raised): only now may N+1 be sent
+                    published = await writing  # N is in Redis (or raised): only now N+1 goes
                     writing = None
-                    await self._committed(written, started, set_aside)
+                    await self._committed(written, started, set_aside, published)
                     raise_if_cancelled()
                 history = await self._erased_history(result.erased)
                 started = time.perf_counter()
@@ -252,9 +261,9 @@ class Projector:
                 self._left = None  # until N is known to be in Redis
                 _remember(carried, result.docs)
             if writing is not None:
-                await writing
+                published = await writing
                 writing = None
-                await self._committed(written, started, set_aside)
+                await self._committed(written, started, set_aside, published)
         except CheckpointMoved:
             self._drop_prefetch()
             self._left = None
@@ -283,7 +292,7 @@ class Projector:
     async def _write_batch(
         self, checkpoint: int, events: list[RecordedEvent], result: projection.BatchResult,
         parked: int, erased_history: dict[str, list[Any]],
-    ) -> None:
+    ) -> changes.Batch | None:
         """One batch in one script call, applied only if the checkpoint is still `checkpoint`
         with `parked` events parked (and, fenced, the pointer still names this generation);
         else `CheckpointMoved`. An erasing batch publishes its events without the erased values
@@ -295,9 +304,10 @@ class Projector:
         if streams:
             events = [replace(e, data=without_personal(e.type, e.data))
                       if e.stream_id in streams else e for e in events]
+        published = changes.of(checkpoint, result.changes, events) if self._live else None
         outcome = await self._apply(
             keys=apply_keys(self._keys),
-            args=apply_args(self._keys, checkpoint, self._fenced, events, result, self._live,
+            args=apply_args(self._keys, checkpoint, self._fenced, events, result, published,
                             parked, erased_history),
         )
         if outcome != 1:
@@ -314,9 +324,11 @@ class Projector:
                     await listener()
                 except Exception as exc:  # the read model is erased; only files lag behind
                     log.warning("clean-up after an erasure failed: %s", exc)
+        return published
 
     async def _committed(
-        self, events: list[RecordedEvent], started: float, parked: list[projection.Parked]
+        self, events: list[RecordedEvent], started: float, parked: list[projection.Parked],
+        published: changes.Batch | None,
     ) -> None:
         for aside in parked:
             log.log(
@@ -335,6 +347,12 @@ class Projector:
                 if event.position == event.commit_position:
                     request = {"correlation_id": event.metadata.get("correlation_id")}
                     log.debug("projected the command ending at %d", event.position, extra=request)
+        if published is not None:
+            for deliver in self._batch_listeners:
+                try:
+                    deliver(published)
+                except Exception:  # the feed still brings the batch
+                    log.exception("batch listener failed")
         for listener in self._listeners:
             await listener(self.position)
 

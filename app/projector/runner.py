@@ -16,6 +16,7 @@ from app.projector.generations import Generations
 from app.projector.leader import Lease
 from app.projector.loop import (
     TRANSIENT,
+    BatchListener,
     CheckpointListener,
     ErasureListener,
     GenerationChanged,
@@ -42,6 +43,7 @@ class ProjectionRunner:
         self._poll_interval = poll_interval
         self._audit_every = audit_every
         self._listeners: list[CheckpointListener] = []
+        self._batch_listeners: list[BatchListener] = []
         self._erasure_listeners: list[ErasureListener] = []
         self.projector = self._projector(keys.at(0))
         self.leading = False
@@ -52,6 +54,8 @@ class ProjectionRunner:
                               self._poll_interval)
         for listener in self._listeners:
             projector.on_checkpoint(listener)
+        for deliver in self._batch_listeners:
+            projector.on_batch(deliver)
         for erased in self._erasure_listeners:
             projector.on_erasure(erased)
         return projector
@@ -69,6 +73,11 @@ class ProjectionRunner:
     def on_checkpoint(self, listener: CheckpointListener) -> None:
         self._listeners.append(listener)
         self.projector.on_checkpoint(listener)
+
+    def on_batch(self, listener: BatchListener) -> None:
+        """See `Projector.on_batch` (every generation's projector, as it leads)."""
+        self._batch_listeners.append(listener)
+        self.projector.on_batch(listener)
 
     def on_erasure(self, listener: ErasureListener) -> None:
         """Call `listener()` after an erasure is projected (and after a rebuild that applied

@@ -43,14 +43,19 @@ def parse(message: str | bytes) -> Batch:
                  raw.get("generation"))
 
 
-def encode(
-    from_position: int, position: int, changes: Sequence[Change],
-    events: Sequence[RecordedEvent], serialised: Callable[[Doc], bytes],
-) -> bytes:
+def of(from_position: int, changes: Sequence[Change], events: Sequence[RecordedEvent]) -> Batch:
+    """The batch of `events` (read after `from_position`) with their `changes`: equal to what
+    `parse` makes of its message, and sharing the projector's documents, which are never changed
+    once made (app/projections/ makes a new one per event)."""
+    return Batch(from_position, events[-1].position, list(changes),
+                 [event_json(e) for e in events])
+
+
+def encode(batch: Batch, serialised: Callable[[Doc], bytes]) -> bytes:
     """The message of a batch; `serialised(doc)` gives each document's JSON, which the caller
     has already made for its Redis writes (each document is serialised once)."""
     parts = []
-    for change in changes:
+    for change in batch.changes:
         previous = change.previous_location_id
         parts.append(
             b'{"position":%d,"kind":"%b","entity":"%b","id":%d,"doc":%b,'
@@ -61,7 +66,7 @@ def encode(
             )
         )
     return b'{"from":%d,"position":%d,"changes":[%b],"events":%b}' % (
-        from_position, position, b",".join(parts), orjson.dumps([event_json(e) for e in events]),
+        batch.from_position, batch.position, b",".join(parts), orjson.dumps(batch.events),
     )
 
 

@@ -149,11 +149,12 @@ def apply_keys(keys: Keys) -> list[str]:
 
 def apply_args(
     keys: Keys, checkpoint: int, fenced: bool, events: list[RecordedEvent], result: BatchResult,
-    live: bool, parked: int, erased_history: dict[str, list[Any]] | None = None,
+    published: messages.Batch | None, parked: int,
+    erased_history: dict[str, list[Any]] | None = None,
 ) -> list[Any]:
     """APPLY's ARGV for a batch read from `checkpoint` with `parked` events parked: its
     documents, indexes and time-travel history, the events it parks, the new checkpoint, and
-    (`live`) the PUBLISH of its change message.
+    (a live projector's) the PUBLISH of its change message `published`.
 
     `erased_history`: per history key of an employee the batch erases, its members as stored
     before the batch: they are replaced by the same versions without personal data."""
@@ -193,9 +194,8 @@ def apply_args(
         command("ZADD", keys.parked, *part)
     position = events[-1].position
     command("SET", keys.checkpoint, position)
-    if live:
-        message = messages.encode(checkpoint, position, result.changes, events, serialised)
-        command("PUBLISH", keys.changes_channel, message)
+    if published is not None:
+        command("PUBLISH", keys.changes_channel, messages.encode(published, serialised))
     return out
 
 

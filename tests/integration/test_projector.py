@@ -25,6 +25,8 @@ from app.event_store import open_store
 from app.event_store.base import EventStore
 from app.projector import loop as projector_module
 from app.projector.loop import Projector
+from app.read_model import changes
+from app.read_model.changes import Batch
 from app.read_model.layout import Keys
 from app.read_model.redis import ReadModel
 from tests.harness.environment import app_environment
@@ -521,3 +523,35 @@ async def test_changes_are_published_after_each_commit_with_their_positions(
         whole = await next_message(pubsub)
     assert whole["position"] == 9
     assert whole["changes"] == [ch for m in messages for ch in m["changes"]]
+
+
+async def test_each_batch_handed_to_its_process_equals_the_message_the_feed_brings(
+    store: EventStore, redis: Redis, keys: Keys
+) -> None:
+    # given a random history, with a forgotten employee (an erasing batch) in it
+    handlers = command_handlers(store)
+    company = await workload(handlers, seed=11, events=80)
+    forgotten = min(company.employees)
+    await handlers.forget_employee(c.ForgetEmployee(forgotten), CTX)
+    await workload(handlers, seed=12, events=120, company=company)
+
+    # when a projector applies it in small batches, handing each batch to its own process
+    delivered: list[Batch] = []
+    projector = Projector(store, redis, keys, batch_size=7)
+    projector.on_batch(delivered.append)
+    async with redis.pubsub() as pubsub:
+        await subscribed(pubsub, keys.changes_channel)
+        await projector.catch_up()
+        published = []
+        async with asyncio.timeout(SECONDS):
+            while len(published) < len(delivered):
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None:
+                    published.append(changes.parse(message["data"]))
+
+    # then every batch is handed over once, in order, equal to what the feed brings
+    assert len(delivered) > 10
+    assert delivered == published
+    assert [b.from_position for b in delivered[1:]] == [b.position for b in delivered[:-1]]
+    erasing = [e for b in delivered for e in b.events if e["type"] == "EmployeePersonalDataErased"]
+    assert erasing, "the history has its erasure"

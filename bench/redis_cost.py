@@ -14,7 +14,7 @@ and moves), projected by the real projector. Then, each with the server's statis
 
 Each figure is the median of `--repeats` runs, each on a fresh server.
 
-    python -m bench.redis_cost [--events N] [--queries N] [--repeats N]
+    python -m bench.redis_cost [--events N] [--queries N] [--messages N] [--repeats N]
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ SUBSCRIBERS = (0, 10, 100)
 LIVE_EVENTS = 3000
 # the measurement's own commands and a client's start-up, not the work measured
 HOUSEKEEPING = {"config", "info", "hello", "ping", "client", "script", "multi", "exec"}
-MESSAGES = 5000
 
 
 @contextlib.contextmanager
@@ -152,13 +151,13 @@ async def queries(url: str, tmp: Path, events: int, count: int) -> dict[str, dic
     return results
 
 
-async def fan_out(url: str, subscribers: int, message: bytes) -> float:
+async def fan_out(url: str, subscribers: int, message: bytes, messages: int) -> float:
     """Server CPU µs per PUBLISH of `message` to `subscribers` connections reading it all."""
     channel = b"cost:fanout"
     readers = []
     frame = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
         len(channel), channel, len(message), message)
-    want = subscribers * MESSAGES * len(frame)
+    want = subscribers * messages * len(frame)
     received = [0]
     delivered = asyncio.Event()  # every subscriber has every copy: all the writes are counted
     if not want:
@@ -181,13 +180,13 @@ async def fan_out(url: str, subscribers: int, message: bytes) -> float:
     try:
         stats: dict[str, Any] = {}
         async with measured(publisher, stats):
-            for start in range(0, MESSAGES, 500):
+            for start in range(0, messages, 500):
                 async with publisher.pipeline(transaction=False) as pipe:
-                    for _ in range(start, min(start + 500, MESSAGES)):
+                    for _ in range(start, min(start + 500, messages)):
                         pipe.publish(channel, message)
                     await pipe.execute()
             await asyncio.wait_for(delivered.wait(), 120)
-        return float(stats["cpu"]) / MESSAGES * 1e6
+        return float(stats["cpu"]) / messages * 1e6
     finally:
         for task, writer in readers:
             writer.close()
@@ -210,7 +209,7 @@ def report(results: dict[str, dict[str, Any]], fan: dict[int, float], size: int)
         print(f"  per subscriber per message: {(fan[100] - fan[0]) / 100:.2f} µs")
 
 
-async def main(events: int, count: int, repeats: int) -> None:
+async def main(events: int, count: int, messages: int, repeats: int) -> None:
     """Each figure measured `repeats` times on a fresh server; the median run is reported."""
     runs: list[dict[str, dict[str, Any]]] = []
     fans: list[dict[int, float]] = []
@@ -218,7 +217,7 @@ async def main(events: int, count: int, repeats: int) -> None:
     for _ in range(repeats):
         with private_redis() as url, tempfile.TemporaryDirectory() as tmp:
             runs.append(await queries(url, Path(tmp), events, count))
-            fans.append({n: await fan_out(url, n, message) for n in SUBSCRIBERS})
+            fans.append({n: await fan_out(url, n, message, messages) for n in SUBSCRIBERS})
     results = {name: sorted((run[name] for run in runs), key=lambda r: r["cpu"] / r["n"])
                [len(runs) // 2] for name in runs[0]}
     fan = {n: statistics.median(f[n] for f in fans) for n in SUBSCRIBERS}
@@ -249,6 +248,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.queries, args.repeats))
+    asyncio.run(main(args.events, args.queries, args.messages, args.repeats))

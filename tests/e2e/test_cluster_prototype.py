@@ -167,8 +167,9 @@ async def test_a_sharded_read_model_answers_like_one_node_at_the_lowest_checkpoi
 async def test_todays_layout_is_refused_by_a_cluster(
     cluster: LocalCluster, history: EventStore
 ) -> None:
-    """What the service's read model and projector raise on a cluster (the HTTP side, /readyz,
-    is tested with it): MOVED from a node without the slot, CROSSSLOT from the cluster client."""
+    """What the service's read model and projector raise on a cluster (what /readyz answers then
+    belongs to its own tests): MOVED from a node without the slot, cross-slot refusals from the
+    cluster client."""
     keys = Keys(f"t{uuid.uuid4().hex[:8]}")
     redis = await cluster.client()
     try:

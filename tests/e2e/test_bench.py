@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.redis_cost import QUERIES, SUBSCRIBERS
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCHES = ["commands", "appends", "projection", "long_streams", "limits"]
 
@@ -39,3 +41,18 @@ def test_the_quick_benchmark_suite_prints_its_table() -> None:
         b.replace("_", " ") for b in benches
     }
     assert "FAILED" not in done.stdout
+
+
+def test_the_redis_cost_bench_prints_every_figure() -> None:
+    """`python -m bench.redis_cost` (docs/scaling.md) at tiny sizes: a line per figure."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.redis_cost", "--events", "1200", "--queries", "3",
+         "--messages", "50", "--repeats", "1"],
+        cwd=ROOT, env={**os.environ, "LOG_LEVEL": "WARNING"}, capture_output=True, text=True,
+        timeout=150,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    for name in [*QUERIES, "projection, batches of 5 000", "projection, one commit per batch"]:
+        assert any(line.startswith(name) for line in done.stdout.splitlines()), name
+    for subscribers in SUBSCRIBERS:
+        assert f"{subscribers:4} subscribers:" in done.stdout

@@ -239,7 +239,12 @@ class GroupCommitStore(ABC):
                 await self._after_erasure()
             except Exception as exc:  # committed: only the files' hygiene is late
                 log.warning("file clean-up after an erasure failed: %s", exc)
-        self._recent.add(self._as_read(row) for row in written.rows)
+        try:
+            self._recent.add([self._as_read(row) for row in written.rows])
+        except Exception:  # committed all the same: readers meet the failure in the store
+            self._recent.clear()
+            log.exception("could not keep the commits at %d..%d in memory",
+                          written.rows[0]["position"], written.rows[-1]["position"])
         self._settle(live, written.outcomes)
 
     def _as_read(self, row: dict[str, Any]) -> RecordedEvent:

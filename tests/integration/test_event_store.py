@@ -117,6 +117,22 @@ async def test_old_schema_versions_are_upcast_on_read(store: EventStore) -> None
     assert (await store.read_stream("location-1"))[0].data == (await store.read_all())[0].data
 
 
+async def test_an_append_whose_upcast_fails_still_returns_and_the_writer_goes_on(
+    store: EventStore,
+) -> None:
+    """A v1 row its upcaster cannot read (a bug, or data a client shaped wrongly) is stored as
+    sent; the append is answered and later appends commit (the writer does not die with it)."""
+    broken = {"location_id": 1}  # v1 LocationCreated without its zip_code
+    async with asyncio.timeout(10):
+        done = await store.append(
+            [NewEvent("location-1", "LocationCreated", broken, schema_version=1)],
+            {"location-1": 0},
+        )
+        after = await store.append([tick("a-1")], {"a-1": 0})
+    assert (done.last_position, after.last_position) == (1, 2)
+    assert await store.head_position() == 2
+
+
 async def test_a_batch_never_splits_an_append(store: EventStore) -> None:
     await store.append([tick("a-1"), tick("a-1"), tick("a-1")], {"a-1": 0})
     await store.append([tick("b-1")], {"b-1": 0})

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from app.domain.schema import EventSchema
+
 JSONDict = dict[str, Any]
 AppendListener = Callable[[int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +149,20 @@ def split_stream_id(stream_id: str) -> tuple[str, int | None]:
     if category and suffix.isdigit():
         return category, int(suffix)
     return stream_id, None
+
+
+def in_current_shape(
+    schema: EventSchema, event_type: str, schema_version: int, data: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """A stored event's (schema version, data) in its type's current shape; as stored when an
+    upcaster fails on it (a bug, or a row shaped wrongly), so a read never fails for one event:
+    the projections then park it (app/projections/batch.py) and the log says which it is."""
+    current = schema.current.get(event_type, schema_version)
+    if schema_version >= current:
+        return schema_version, data
+    try:
+        return current, schema.upcast(event_type, schema_version, data)
+    except Exception as error:  # the class only: a message may quote the data
+        log.error("an event of type %s v%d could not be upcast (%s): read as stored",
+                  event_type, schema_version, type(error).__name__)
+        return schema_version, data

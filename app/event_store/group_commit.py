@@ -28,6 +28,7 @@ from app.event_store.base import (
     IdempotencyRecord,
     NewEvent,
     RecordedEvent,
+    in_current_shape,
 )
 from app.event_store.keys import Sealer, erased_streams
 from app.event_store.recent import RecentCommits
@@ -239,21 +240,15 @@ class GroupCommitStore(ABC):
                 await self._after_erasure()
             except Exception as exc:  # committed: only the files' hygiene is late
                 log.warning("file clean-up after an erasure failed: %s", exc)
-        try:
-            self._recent.add([self._as_read(row) for row in written.rows])
-        except Exception:  # committed all the same: readers meet the failure in the store
-            self._recent.clear()
-            log.exception("could not keep the commits at %d..%d in memory",
-                          written.rows[0]["position"], written.rows[-1]["position"])
+        self._recent.add(self._as_read(row) for row in written.rows)
         self._settle(live, written.outcomes)
 
     def _as_read(self, row: dict[str, Any]) -> RecordedEvent:
         """A written row as a reader of the store gets it: in its type's current shape."""
-        kind, version = row["type"], row["schema_version"]
-        current = self._schema.current.get(kind, version)
-        if version < current:
-            row = {**row, "schema_version": current,
-                   "data": self._schema.upcast(kind, version, row["data"])}
+        version, data = in_current_shape(self._schema, row["type"], row["schema_version"],
+                                         row["data"])
+        if version != row["schema_version"]:
+            row = {**row, "schema_version": version, "data": data}
         return RecordedEvent(**row)
 
     def _settle(

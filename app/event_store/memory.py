@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from app.domain.schema import EventSchema
-from app.event_store.base import IdempotencyRecord, RecordedEvent, Snapshot, split_stream_id
+from app.event_store.base import (
+    IdempotencyRecord,
+    RecordedEvent,
+    Snapshot,
+    in_current_shape,
+    split_stream_id,
+)
 from app.event_store.group_commit import (
     GroupCommitStore,
     Plan,
@@ -103,10 +109,9 @@ class MemoryEventStore(GroupCommitStore):
         kind, version = stored.type, stored.schema_version
         data = self._sealer.open(kind, stored.stream_id, copy.deepcopy(stored.data),
                                  self._log.keys.get(stored.stream_id))
+        version, data = in_current_shape(self._schema, kind, version, data)
         return RecordedEvent(
-            stored.position, stored.stream_id, stored.version, kind,
-            self._schema.current.get(kind, version),
-            self._schema.upcast(kind, version, data),
+            stored.position, stored.stream_id, stored.version, kind, version, data,
             dict(stored.metadata), stored.recorded_at, stored.commit_position,
         )
 

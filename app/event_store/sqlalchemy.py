@@ -24,6 +24,7 @@ from app.event_store.base import (
     RecordedEvent,
     Snapshot,
     StoreUnavailable,
+    in_current_shape,
     split_stream_id,
 )
 from app.event_store.group_commit import (
@@ -300,13 +301,14 @@ class SqlAlchemyEventStore(GroupCommitStore):
 
     def _recorded(self, row: sa.Row[Any]) -> RecordedEvent:
         data = self._sealer.open(row.type, row.stream_id, dict(row.data), row.personal_key)
+        schema_version, data = in_current_shape(self._schema, row.type, row.schema_version, data)
         return RecordedEvent(
             position=row.position,
             stream_id=row.stream_id,
             version=row.version,
             type=row.type,
-            schema_version=self._schema.current.get(row.type, row.schema_version),
-            data=self._schema.upcast(row.type, row.schema_version, data),
+            schema_version=schema_version,
+            data=data,
             metadata=dict(row.metadata),
             recorded_at=utc(row.recorded_at),
             commit_position=row.commit_position,

@@ -37,6 +37,7 @@ from app.event_store.base import (
     RecordedEvent,
     Snapshot,
     StoreUnavailable,
+    in_current_shape,
     split_stream_id,
 )
 from app.event_store.group_commit import (
@@ -349,12 +350,10 @@ class SqliteEventStore(GroupCommitStore):
         (position, stream_id, version, kind, schema_version, payload, meta, recorded, commit,
          key) = row
         payload = self._sealer.open(kind, stream_id, payload, key)
-        current = self._schema.current.get(kind, schema_version)
-        if schema_version < current:
-            payload = self._schema.upcast(kind, schema_version, payload)
+        schema_version, payload = in_current_shape(self._schema, kind, schema_version, payload)
         return RecordedEvent(
-            position, stream_id, version, kind, current, payload, meta, self._time(recorded),
-            commit,
+            position, stream_id, version, kind, schema_version, payload, meta,
+            self._time(recorded), commit,
         )
 
     async def _select(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:

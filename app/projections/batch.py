@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from app.domain.events import DomainEvent, EmployeePersonalDataErased
-from app.domain.schema import EVENT_TYPES, from_data
+from app.domain.schema import EVENT_TYPES, default_schema, from_data
 from app.event_store.base import RecordedEvent
 from app.projections import employees, locations
 from app.projections.documents import Change, ChangeKind, Doc, DocKey, Stamp, iso
@@ -32,6 +32,12 @@ class UnknownEventType(Exception):
     """No projection knows this stored type: what it does to a document cannot be known."""
 
 
+class NotInCurrentShape(Exception):
+    """A stored event its upcasters could not bring to its type's current shape (the store
+    reads it as stored): decoding it as the current shape could give it a wrong meaning."""
+
+
+CURRENT = default_schema().current
 Decoded = list[tuple[RecordedEvent, DomainEvent | Exception]]
 
 
@@ -44,6 +50,8 @@ def decode(events: Iterable[RecordedEvent]) -> Decoded:
 def _decoded(event: RecordedEvent) -> DomainEvent | Exception:
     if event.type not in EVENT_TYPES:
         return UnknownEventType(event.type)
+    if event.schema_version != CURRENT[event.type]:
+        return NotInCurrentShape(f"{event.type} v{event.schema_version}")
     try:
         return from_data(event.type, event.data)
     except Exception as error:  # a corrupt row: parked, never a stop of the read model

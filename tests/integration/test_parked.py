@@ -263,3 +263,30 @@ async def test_an_erasure_parked_with_its_stream_is_applied_by_the_retry_as_a_re
                for _, v in versions)
     await project_fully(fixed, redis, rebuilt)
     assert await dump(redis, live) == await dump(redis, rebuilt)
+
+
+async def test_an_event_its_upcasters_cannot_read_is_parked_and_the_rest_stays_live(
+    store: EventStore, redis: Redis, live: Keys, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # given a location stored as an older release wrote it (v1), but without the field its
+    # upcaster needs (a row shaped wrongly), among an ordinary history
+    handlers = command_handlers(store)
+    company = await workload(handlers, seed=21, events=60)
+    stream = "location-900"
+    await store.append([NewEvent(stream, "LocationCreated", {"location_id": 900}, 1)],
+                       {stream: 0})
+    company = await workload(handlers, seed=22, events=140, company=company)
+
+    # when the projector catches up
+    projector = Projector(store, redis, live, batch_size=25)
+    await projector.catch_up()
+
+    # then that event is parked, read as stored, and everything else is projected
+    assert projector.position == await store.head_position()
+    parked = await ParkedEvents(store, redis, live).streams()
+    assert [p.stream_id for p in parked] == [stream]
+    assert document(await redis.get(live.location(900))) is None
+    await assert_live(redis, live, company, but=0)
+    stored = [e for e in await store.read_stream(stream)]
+    assert [(e.schema_version, e.data) for e in stored] == [(1, {"location_id": 900})]
+    assert "could not be upcast (KeyError)" in caplog.text

@@ -33,6 +33,7 @@ from app.read_model.pubsub import listen
 from app.read_model.redis import ReadModel
 from app.read_model.waiter import CheckpointWaiter
 from app.service.handlers import CommandHandlers
+from app.service.idempotency import prune_forever
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,9 @@ def _wire(services: Services, run_projector: bool) -> None:
             announcing[:] = [services.spawn(announce(), "announce")]
 
     services.store.on_append(appended)
+    if services.settings.idempotency_ttl > 0:
+        services.spawn(prune_forever(services.store, services.settings.idempotency_ttl),
+                       "prune-idempotency-keys")
     services.spawn(
         listen(services.redis, keys.changes_channel, on_changes, resync, lost), "changes"
     )

@@ -121,7 +121,7 @@ async def write_with_todays_code(url: str) -> MemoryEventStore:
     assert log.snapshots, "the history must include a snapshot"
     rows = {
         legacy_schema.events: [
-            {name: getattr(e, name) for name in legacy_schema.events.c}
+            {column.name: getattr(e, column.name) for column in legacy_schema.events.c}
             for e in log.events
         ],
         legacy_schema.streams: [

@@ -64,6 +64,19 @@ async def schema_difference(url: str) -> list[Any]:
         await engine.dispose()
 
 
+async def at_first_revision(url: str) -> None:
+    """The empty database at `url` as revision 0001 leaves it: today's tables, stamped."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(legacy_schema.metadata.create_all)
+            await conn.execute(sa.text(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+            await conn.execute(sa.text("INSERT INTO alembic_version VALUES ('0001')"))
+    finally:
+        await engine.dispose()
+
+
 async def table_names(url: str) -> set[str]:
     engine = create_async_engine(url)
     try:
@@ -207,14 +220,7 @@ async def test_postgres_at_an_older_or_unknown_revision_is_refused_until_migrate
     url = await empty_database("postgres", tmp_path)
     with pytest.raises(SchemaOutOfDate, match="no event store schema"):
         await verify_schema(url)
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:  # the state revision 0001 leaves
-            await conn.run_sync(legacy_schema.metadata.create_all)
-        await run(url, "CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)",
-                  "INSERT INTO alembic_version VALUES ('0001')")
-    finally:
-        await engine.dispose()
+    await at_first_revision(url)
 
     with pytest.raises(SchemaOutOfDate, match=rf"revision 0001.*needs {head()}"):
         await SqlAlchemyEventStore.open(url, default_schema())

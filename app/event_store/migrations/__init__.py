@@ -11,6 +11,7 @@ compares the two, so they cannot drift).
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+log = logging.getLogger(__name__)
 MIGRATE = "python -m app migrate"
 LOCK_KEY = 0x4D_49_47_52_41_54_45  # the PostgreSQL advisory lock that serialises migrations
 WAL_SWITCH_SECONDS = 30.0
@@ -62,6 +64,7 @@ def upgrade(conn: sa.Connection) -> Revisions:
     before = current(conn)
     if before != head():
         command.upgrade(_config(conn), "head")
+        log.info("event store schema upgraded from revision %s to %s", before, head())
     return before, head()
 
 

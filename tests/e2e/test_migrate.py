@@ -1,0 +1,67 @@
+"""`python -m app migrate` and `serve`'s refusal of an unmigrated PostgreSQL schema, run as an
+operator runs them: subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.event_store.migrations import head
+from tests.harness.server import CLI_TIMEOUT_SECONDS, app_env, free_port, run_cli
+from tests.integration.test_migrations import at_first_revision, empty_database
+
+
+def refused(work_dir: Path, url: str) -> str:
+    """`serve` on `url`: it must exit 2 at once, before it listens; its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+        cwd=work_dir, env=app_env(work_dir, extra={"DATABASE_URL": url}), capture_output=True,
+        text=True, timeout=CLI_TIMEOUT_SECONDS, check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.postgres
+def test_serve_refuses_postgres_until_it_is_migrated(tmp_path: Path) -> None:
+    url = asyncio.run(empty_database("postgres", tmp_path))
+
+    assert refused(tmp_path, url) == (
+        "python -m app serve: the database has no event store schema yet: run "
+        "`python -m app migrate` with the same DATABASE_URL first")
+
+    migrated = run_cli(tmp_path, "migrate", env={"DATABASE_URL": url})
+    assert migrated.stdout == (
+        f"event store schema: upgraded from no revision to revision {head()}\n")
+
+    asyncio.run(empty_database("postgres", tmp_path))
+    asyncio.run(at_first_revision(url))  # one behind
+    assert refused(tmp_path, url) == (
+        f"python -m app serve: the database schema is at revision 0001, this version of the "
+        f"service needs {head()}: run `python -m app migrate` with the same DATABASE_URL first")
+    status = subprocess.run(  # every command that opens the store says the same
+        [sys.executable, "-m", "app", "status"], cwd=tmp_path,
+        env=app_env(tmp_path, extra={"DATABASE_URL": url}), capture_output=True, text=True,
+        timeout=CLI_TIMEOUT_SECONDS, check=False)
+    assert status.returncode == 2 and "python -m app status: the database schema is at " \
+        "revision 0001" in status.stderr and "Traceback" not in status.stderr
+
+    assert run_cli(tmp_path, "migrate", env={"DATABASE_URL": url}).stdout == (
+        f"event store schema: upgraded from revision 0001 to revision {head()}\n")
+    assert run_cli(tmp_path, "status", env={"DATABASE_URL": url}).stdout.startswith(
+        "projected position: 0")
+
+
+def test_migrate_makes_and_then_leaves_the_default_sqlite_file(tmp_path: Path) -> None:
+    assert run_cli(tmp_path, "migrate").stdout == (
+        f"event store schema: upgraded from no revision to revision {head()}\n")
+    assert run_cli(tmp_path, "migrate").stdout == (
+        f"event store schema: at revision {head()} (the newest), nothing to do\n")
+    assert (tmp_path / "events.db").exists()

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -30,6 +31,7 @@ from tests.harness import legacy_schema
 
 KINDS = ["sqlite", "sqlite-aiosqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 TABLES = (*metadata.tables, "alembic_version")
+T = TypeVar("T")
 
 
 async def empty_database(kind: str, tmp_path: Path) -> str:
@@ -41,49 +43,35 @@ async def empty_database(kind: str, tmp_path: Path) -> str:
     return url
 
 
-async def run(url: str, *statements: str) -> None:
+async def on(url: str, work: Callable[[sa.Connection], T]) -> T:
+    """`work` on a connection to `url`, in a transaction committed after it."""
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
-            for statement in statements:
-                await conn.execute(sa.text(statement))
+            return await conn.run_sync(work)
     finally:
         await engine.dispose()
+
+
+async def run(url: str, *statements: str) -> None:
+    await on(url, lambda conn: [conn.exec_driver_sql(statement) for statement in statements])
 
 
 async def schema_difference(url: str) -> list[Any]:
     """What Alembic's autogenerate would change to make the database match the tables."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            return await conn.run_sync(lambda sync: compare_metadata(
-                MigrationContext.configure(sync, opts={"compare_server_default": True}),
-                metadata,
-            ))
-    finally:
-        await engine.dispose()
+    return await on(url, lambda conn: compare_metadata(
+        MigrationContext.configure(conn, opts={"compare_server_default": True}), metadata))
 
 
 async def at_first_revision(url: str) -> None:
     """The empty database at `url` as revision 0001 leaves it: today's tables, stamped."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(legacy_schema.metadata.create_all)
-            await conn.execute(sa.text(
-                "CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
-            await conn.execute(sa.text("INSERT INTO alembic_version VALUES ('0001')"))
-    finally:
-        await engine.dispose()
+    await on(url, legacy_schema.metadata.create_all)
+    await run(url, "CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)",
+              "INSERT INTO alembic_version VALUES ('0001')")
 
 
 async def table_names(url: str) -> set[str]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            return set(await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names()))
-    finally:
-        await engine.dispose()
+    return await on(url, lambda conn: set(sa.inspect(conn).get_table_names()))
 
 
 async def open_kind(kind: str, url: str) -> EventStore:
@@ -154,14 +142,12 @@ async def write_with_todays_code(url: str) -> MemoryEventStore:
             {"stream_id": s, "key": k} for s, k in log.keys.items()
         ],
     }
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(legacy_schema.metadata.create_all)
-            for table, values in rows.items():
-                await conn.execute(table.insert(), values)
-    finally:
-        await engine.dispose()
+    def store(conn: sa.Connection) -> None:
+        legacy_schema.metadata.create_all(conn)
+        for table, values in rows.items():
+            conn.execute(table.insert(), values)
+
+    await on(url, store)
     return memory
 
 

@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.observability import configure_logging
 
     configure_logging(settings.log_level, settings.log_format, settings.log_json)
-    from app.event_store.migrations import SchemaOutOfDate
+    from app.event_store.migrations import SchemaError
 
     runners = {"migrate": _migrate, "project": _project, "rebuild": _rebuild,
                "status": _status, "parked": _parked, "seed-demo": _seed, "privacy": _privacy}
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(settings, args)
         return asyncio.run(runners[args.command](settings, args))
-    except SchemaOutOfDate as error:  # one line that says what to do, not a traceback
+    except SchemaError as error:  # one line that says what to do, not a traceback
         print(f"{_program()} {args.command}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -134,13 +134,17 @@ def _exit_after_shutdown(_signum: int, _frame: object) -> None:
 
 
 async def _schema_ready(url: str) -> None:
-    """Raise SchemaOutOfDate before anything starts when the database is not migrated; a
-    database out of reach is left to the service's own start, which reports it as before."""
-    from app.event_store import verify_schema
+    """Before anything starts: migrate SQLite (once, here, rather than in each worker) and
+    raise SchemaError when it cannot be, or when PostgreSQL is not migrated. A database out
+    of reach is left to the service's own start, which reports it as before."""
+    from app.event_store import migrate, verify_schema
     from app.event_store.sqlalchemy import lost_connection
 
     try:
-        await verify_schema(url)
+        if url.startswith("sqlite"):
+            await migrate(url)
+        else:
+            await verify_schema(url)
     except Exception as error:
         if not lost_connection(error):
             raise

@@ -4,6 +4,7 @@ operator runs them: subprocesses."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +16,20 @@ from tests.harness.server import CLI_TIMEOUT_SECONDS, app_env, free_port, run_cl
 from tests.integration.test_migrations import at_first_revision, empty_database
 
 
-def refused(work_dir: Path, url: str) -> str:
-    """`serve` on `url`: it must exit 2 at once, before it listens; its stderr."""
+def refused(work_dir: Path, url: str | None, *args: str) -> str:
+    """`python -m app <args>` (`serve` by default) on `url` (None: the default SQLite file): it
+    must exit 2 with its reason as the last line on stderr, and no traceback; that line."""
     result = subprocess.run(
-        [sys.executable, "-m", "app", "serve", "--port", str(free_port())],
-        cwd=work_dir, env=app_env(work_dir, extra={"DATABASE_URL": url}), capture_output=True,
-        text=True, timeout=CLI_TIMEOUT_SECONDS, check=False,
+        [sys.executable, "-m", "app", *(args or ("serve", "--port", str(free_port())))],
+        cwd=work_dir, env=app_env(work_dir, extra={"DATABASE_URL": url} if url else None),
+        capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS, check=False,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+    if args[:1] in ((), ("serve",), ("migrate",)):  # checked before anything starts
+        assert len(lines) == 1, result.stderr
+    return lines[-1]
 
 
 @pytest.mark.postgres
@@ -46,12 +49,8 @@ def test_serve_refuses_postgres_until_it_is_migrated(tmp_path: Path) -> None:
     assert refused(tmp_path, url) == (
         f"python -m app serve: the database schema is at revision 0001, this version of the "
         f"service needs {head()}: run `python -m app migrate` with the same DATABASE_URL first")
-    status = subprocess.run(  # every command that opens the store says the same
-        [sys.executable, "-m", "app", "status"], cwd=tmp_path,
-        env=app_env(tmp_path, extra={"DATABASE_URL": url}), capture_output=True, text=True,
-        timeout=CLI_TIMEOUT_SECONDS, check=False)
-    assert status.returncode == 2 and "python -m app status: the database schema is at " \
-        "revision 0001" in status.stderr and "Traceback" not in status.stderr
+    assert refused(tmp_path, url, "status").startswith(  # as every command opening the store
+        "python -m app status: the database schema is at revision 0001")
 
     assert run_cli(tmp_path, "migrate", env={"DATABASE_URL": url}).stdout == (
         f"event store schema: upgraded from revision 0001 to revision {head()}\n")
@@ -65,3 +64,13 @@ def test_migrate_makes_and_then_leaves_the_default_sqlite_file(tmp_path: Path) -
     assert run_cli(tmp_path, "migrate").stdout == (
         f"event store schema: at revision {head()} (the newest), nothing to do\n")
     assert (tmp_path / "events.db").exists()
+
+
+def test_a_database_it_cannot_adopt_stops_migrate_and_serve_in_one_line(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "events.db") as conn:  # a table of someone else's
+        conn.execute("CREATE TABLE snapshots (stream_id TEXT PRIMARY KEY, body TEXT)")
+    expected = ": table 'snapshots' exists with columns ['body', 'stream_id'], not ['state', " \
+        "'stream_id', 'version']: this database was not made by this service"
+
+    assert refused(tmp_path, None, "migrate") == "python -m app migrate" + expected
+    assert refused(tmp_path, None) == "python -m app serve" + expected

@@ -22,7 +22,7 @@ from app.domain.schema import default_schema
 from app.event_store import migrate, open_store, verify_schema
 from app.event_store.base import EventStore, IdempotencyRecord, NewEvent, split_stream_id
 from app.event_store.memory import MemoryEventStore
-from app.event_store.migrations import SchemaOutOfDate, head
+from app.event_store.migrations import SchemaError, SchemaOutOfDate, head
 from app.event_store.sqlalchemy import SqlAlchemyEventStore
 from app.event_store.tables import metadata
 from app.service.handlers import CommandContext, CommandHandlers
@@ -193,7 +193,7 @@ async def test_a_table_of_another_shape_stops_the_migration_and_nothing_is_writt
     url = await empty_database(kind, tmp_path)
     await run(url, "CREATE TABLE snapshots (stream_id VARCHAR(200) PRIMARY KEY, body TEXT)")
 
-    with pytest.raises(RuntimeError, match="table 'snapshots' exists with columns"):
+    with pytest.raises(SchemaError, match="table 'snapshots' exists with columns"):
         await migrate(url)
 
     assert await table_names(url) == {"snapshots"}

@@ -31,7 +31,11 @@ Revisions = tuple[str | None, str]
 """(the revision a database was at, the one it is at now)."""
 
 
-class SchemaOutOfDate(Exception):
+class SchemaError(Exception):
+    """The database's schema cannot be used or upgraded as it is; the message says why."""
+
+
+class SchemaOutOfDate(SchemaError):
     """The database's schema is not the one this version of the service uses."""
 
 
@@ -59,9 +63,24 @@ def current(conn: sa.Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+def _known(revision: str) -> bool:
+    try:
+        return _script().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def _newer(found: str) -> SchemaOutOfDate:
+    return SchemaOutOfDate(
+        f"the database schema is at revision {found}, unknown to this version of the service "
+        f"(which knows up to {head()}): it was migrated by a newer version")
+
+
 def upgrade(conn: sa.Connection) -> Revisions:
     """Bring the schema to head inside `conn`'s transaction, which holds the migration lock."""
     before = current(conn)
+    if before is not None and not _known(before):
+        raise _newer(before)
     if before != head():
         command.upgrade(_config(conn), "head")
         log.info("event store schema upgraded from revision %s to %s", before, head())
@@ -78,14 +97,8 @@ def verify(conn: sa.Connection) -> None:
             "events") else "has no event store schema yet"
         raise SchemaOutOfDate(
             f"the database {made}: run `{MIGRATE}` with the same DATABASE_URL first")
-    try:
-        known = _script().get_revision(found) is not None
-    except CommandError:
-        known = False
-    if not known:
-        raise SchemaOutOfDate(
-            f"the database schema is at revision {found}, unknown to this version of the "
-            f"service (which knows up to {head()}): it was migrated by a newer version")
+    if not _known(found):
+        raise _newer(found)
     raise SchemaOutOfDate(
         f"the database schema is at revision {found}, this version of the service needs "
         f"{head()}: run `{MIGRATE}` with the same DATABASE_URL first")

@@ -12,6 +12,8 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import SchemaItem
 
+from app.event_store.migrations import SchemaError
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -90,7 +92,7 @@ def upgrade() -> None:
         expected = {item.name for item in items() if isinstance(item, sa.Column)}
         found = {column["name"] for column in inspector.get_columns(name)}
         if found != expected:
-            raise RuntimeError(
+            raise SchemaError(
                 f"table {name!r} exists with columns {sorted(found)}, not {sorted(expected)}: "
                 "this database was not made by this service"
             )

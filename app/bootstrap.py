@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from app.domain.schema import default_schema
 from app.embedded_redis import is_embedded, redis_url
-from app.event_store import open_store
+from app.event_store import migrate, open_store, verify_schema
 from app.event_store.base import EventStore
 from app.observability import APPENDS, PROJECTED_POSITION
 from app.privacy import rewrite_append_only_file
@@ -77,9 +77,7 @@ async def bootstrap(
     run_projector = settings.run_projector if run_projector is None else run_projector
     async with AsyncExitStack() as stack:
         url = await stack.enter_async_context(redis_url(settings))
-        sqlite_file = settings.sqlite_path()
-        if sqlite_file is not None:
-            private_dir(sqlite_file.parent)
+        _store_dir(settings)
         store = await open_store(
             settings.database_url, default_schema(), direct=settings.sqlite_direct
         )
@@ -117,6 +115,23 @@ async def bootstrap(
         if follow:
             _wire(services, run_projector)
         yield services
+
+
+def _store_dir(settings: Settings) -> None:
+    """The SQLite file's directory, made (mode 0700) when missing."""
+    sqlite_file = settings.sqlite_path()
+    if sqlite_file is not None:
+        private_dir(sqlite_file.parent)
+
+
+async def ready_schema(settings: Settings) -> None:
+    """Before a server starts its workers: SQLite migrated (once, rather than by each worker),
+    PostgreSQL checked; SchemaError says what is wrong."""
+    if settings.database_url.startswith("sqlite"):
+        _store_dir(settings)
+        await migrate(settings.database_url)
+    else:
+        await verify_schema(settings.database_url)
 
 
 def _wire(services: Services, run_projector: bool) -> None:

@@ -96,7 +96,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"{_program()} serve: {error}", file=sys.stderr)
         return 2
-    asyncio.run(_schema_ready(settings.database_url))
+    asyncio.run(_schema_ready(settings))
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
     if args.workers > 1:  # each scrape reaches one worker: it answers for all of them
@@ -133,18 +133,14 @@ def _exit_after_shutdown(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
-async def _schema_ready(url: str) -> None:
-    """Before anything starts: migrate SQLite (once, here, rather than in each worker) and
-    raise SchemaError when it cannot be, or when PostgreSQL is not migrated. A database out
-    of reach is left to the service's own start, which reports it as before."""
-    from app.event_store import migrate, verify_schema
+async def _schema_ready(settings: Settings) -> None:
+    """`ready_schema` before anything starts; a database out of reach is left to the
+    service's own start, which reports it as before."""
+    from app.bootstrap import ready_schema
     from app.event_store.sqlalchemy import lost_connection
 
     try:
-        if url.startswith("sqlite"):
-            await migrate(url)
-        else:
-            await verify_schema(url)
+        await ready_schema(settings)
     except Exception as error:
         if not lost_connection(error):
             raise

@@ -83,7 +83,8 @@ def upgrade(conn: sa.Connection) -> Revisions:
         raise _newer(before)
     if before != head():
         command.upgrade(_config(conn), "head")
-        log.info("event store schema upgraded from revision %s to %s", before, head())
+        log.info("event store schema upgraded from %s to revision %s",
+                 f"revision {before}" if before else "no revision", head())
     return before, head()
 
 

@@ -16,6 +16,7 @@ from app.domain.schema import default_schema
 from app.embedded_redis import is_embedded, redis_url
 from app.event_store import migrate, open_store, verify_schema
 from app.event_store.base import EventStore
+from app.event_store.migrations import Revisions
 from app.observability import APPENDS, PROJECTED_POSITION
 from app.privacy import rewrite_append_only_file
 from app.private_files import private_dir
@@ -124,12 +125,18 @@ def _store_dir(settings: Settings) -> None:
         private_dir(sqlite_file.parent)
 
 
+async def migrate_store(settings: Settings) -> Revisions:
+    """The store's schema upgraded to the newest revision (`migrate`), the SQLite file's
+    directory made first."""
+    _store_dir(settings)
+    return await migrate(settings.database_url)
+
+
 async def ready_schema(settings: Settings) -> None:
     """Before a server starts its workers: SQLite migrated (once, rather than by each worker),
     PostgreSQL checked; SchemaError says what is wrong."""
     if settings.database_url.startswith("sqlite"):
-        _store_dir(settings)
-        await migrate(settings.database_url)
+        await migrate_store(settings)
     else:
         await verify_schema(settings.database_url)
 

@@ -149,9 +149,9 @@ async def _schema_ready(settings: Settings) -> None:
 async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
     """Upgrade DATABASE_URL's schema to the newest revision, under a lock (safe beside
     running processes and other `migrate`s); says where it was and where it is."""
-    from app.event_store import migrate
+    from app.bootstrap import migrate_store
 
-    before, after = await migrate(settings.database_url)
+    before, after = await migrate_store(settings)
     if before == after:
         print(f"event store schema: at revision {after} (the newest), nothing to do")
     else:

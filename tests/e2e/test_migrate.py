@@ -58,12 +58,14 @@ def test_serve_refuses_postgres_until_it_is_migrated(tmp_path: Path) -> None:
         "projected position: 0")
 
 
-def test_migrate_makes_and_then_leaves_the_default_sqlite_file(tmp_path: Path) -> None:
-    assert run_cli(tmp_path, "migrate").stdout == (
+def test_migrate_makes_and_then_leaves_an_sqlite_file(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'new' / 'events.db'}"}
+    assert run_cli(tmp_path, "migrate", env=env).stdout == (
         f"event store schema: upgraded from no revision to revision {head()}\n")
-    assert run_cli(tmp_path, "migrate").stdout == (
+    assert run_cli(tmp_path, "migrate", env=env).stdout == (
         f"event store schema: at revision {head()} (the newest), nothing to do\n")
-    assert (tmp_path / "events.db").exists()
+    assert (tmp_path / "new" / "events.db").exists()
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700  # made private, as by serve
 
 
 def test_a_database_it_cannot_adopt_stops_migrate_and_serve_in_one_line(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ metadata (no autogenerate difference), so the two cannot drift."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Callable
@@ -218,3 +219,13 @@ async def test_postgres_at_an_older_or_unknown_revision_is_refused_until_migrate
     with pytest.raises(SchemaOutOfDate, match="f00d, unknown to this version"):
         await verify_schema(url)
     await run(url, f"UPDATE alembic_version SET version_num = '{head()}'")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_migrations_started_together_upgrade_once(kind: str, tmp_path: Path) -> None:
+    url = await empty_database(kind, tmp_path)
+
+    outcomes = await asyncio.gather(*(migrate(url) for _ in range(4)))
+
+    assert sorted(outcomes, key=lambda o: o[0] or "") == [(None, head())] + [(head(), head())] * 3
+    assert await schema_difference(url) == []

@@ -14,8 +14,9 @@ from redis.exceptions import RedisError
 
 from app.domain.schema import default_schema
 from app.embedded_redis import is_embedded, redis_url
-from app.event_store import open_store
+from app.event_store import migrate, open_store, verify_schema
 from app.event_store.base import EventStore
+from app.event_store.migrations import Revisions
 from app.observability import APPENDS, PROJECTED_POSITION
 from app.privacy import rewrite_append_only_file
 from app.private_files import private_dir
@@ -33,6 +34,7 @@ from app.read_model.pubsub import listen
 from app.read_model.redis import ReadModel
 from app.read_model.waiter import CheckpointWaiter
 from app.service.handlers import CommandHandlers
+from app.service.idempotency import prune_forever
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,9 +82,7 @@ async def bootstrap(
     run_projector = settings.run_projector if run_projector is None else run_projector
     async with AsyncExitStack() as stack:
         url = await stack.enter_async_context(redis_url(settings))
-        sqlite_file = settings.sqlite_path()
-        if sqlite_file is not None:
-            private_dir(sqlite_file.parent)
+        _store_dir(settings)
         store = await open_store(
             settings.database_url, default_schema(), direct=settings.sqlite_direct
         )
@@ -120,6 +120,29 @@ async def bootstrap(
         if follow:
             _wire(services, run_projector)
         yield services
+
+
+def _store_dir(settings: Settings) -> None:
+    """The SQLite file's directory, made (mode 0700) when missing."""
+    sqlite_file = settings.sqlite_path()
+    if sqlite_file is not None:
+        private_dir(sqlite_file.parent)
+
+
+async def migrate_store(settings: Settings) -> Revisions:
+    """The store's schema upgraded to the newest revision (`migrate`), the SQLite file's
+    directory made first."""
+    _store_dir(settings)
+    return await migrate(settings.database_url)
+
+
+async def ready_schema(settings: Settings) -> None:
+    """Before a server starts its workers: SQLite migrated (once, rather than by each worker),
+    PostgreSQL checked; SchemaError says what is wrong."""
+    if settings.database_url.startswith("sqlite"):
+        await migrate_store(settings)
+    else:
+        await verify_schema(settings.database_url)
 
 
 def _wire(services: Services, run_projector: bool) -> None:
@@ -195,6 +218,9 @@ def _wire(services: Services, run_projector: bool) -> None:
             announcing[:] = [services.spawn(announce(), "announce")]
 
     services.store.on_append(appended)
+    if services.settings.idempotency_ttl > 0:
+        services.spawn(prune_forever(services.store, services.settings.idempotency_ttl),
+                       "prune-idempotency-keys")
     services.spawn(
         listen(services.redis, keys.changes_channel, on_changes, resync, lost), "changes"
     )

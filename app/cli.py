@@ -1,5 +1,5 @@
-"""`python -m app …` (or the installed `restaurant-cqrs …`): serve, project, rebuild, status,
-parked, seed-demo, export-schema, privacy."""
+"""`python -m app …` (or the installed `restaurant-cqrs …`): serve, migrate, project, rebuild,
+status, parked, seed-demo, export-schema, privacy."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--no-projector", action="store_true", help="API only")
+    commands.add_parser(
+        "migrate", help="upgrade the event store's schema (DATABASE_URL) to this version's"
+    )
     commands.add_parser("project", help="run the projector only (one leads, others stand by)")
     rebuild = commands.add_parser(
         "rebuild", help="rebuild the read model from position 0 into new keys and switch to it"
@@ -59,12 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.observability import configure_logging
 
     configure_logging(settings.log_level, settings.log_format, settings.log_json)
-    if args.command == "serve":
-        return _serve(settings, args)
-    runners = {"project": _project, "rebuild": _rebuild, "status": _status, "parked": _parked,
-               "seed-demo": _seed, "privacy": _privacy}
+    from app.event_store.migrations import SchemaError
+
+    runners = {"migrate": _migrate, "project": _project, "rebuild": _rebuild,
+               "status": _status, "parked": _parked, "seed-demo": _seed, "privacy": _privacy}
     try:
+        if args.command == "serve":
+            return _serve(settings, args)
         return asyncio.run(runners[args.command](settings, args))
+    except SchemaError as error:  # one line that says what to do, not a traceback
+        print(f"{_program()} {args.command}: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
@@ -88,6 +96,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"{_program()} serve: {error}", file=sys.stderr)
         return 2
+    asyncio.run(_schema_ready(settings))
     if args.no_projector:
         os.environ["RUN_PROJECTOR"] = "false"
     if args.workers > 1:  # each scrape reaches one worker: it answers for all of them
@@ -122,6 +131,33 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def _exit_after_shutdown(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
+
+
+async def _schema_ready(settings: Settings) -> None:
+    """`ready_schema` before anything starts; a database out of reach is left to the
+    service's own start, which reports it as before."""
+    from app.bootstrap import ready_schema
+    from app.event_store.sqlalchemy import lost_connection
+
+    try:
+        await ready_schema(settings)
+    except Exception as error:
+        if not lost_connection(error):
+            raise
+
+
+async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    """Upgrade DATABASE_URL's schema to the newest revision, under a lock (safe beside
+    running processes and other `migrate`s); says where it was and where it is."""
+    from app.bootstrap import migrate_store
+
+    before, after = await migrate_store(settings)
+    if before == after:
+        print(f"event store schema: at revision {after} (the newest), nothing to do")
+    else:
+        was = f"revision {before}" if before else "no revision"
+        print(f"event store schema: upgraded from {was} to revision {after}")
+    return 0
 
 
 async def _project(settings: Settings, _args: argparse.Namespace) -> int:

@@ -193,3 +193,7 @@ def configure_logging(level: str, chosen_format: str = "auto",
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic's INFO lines describe its own machinery at every start (app.event_store.migrations
+    # logs what it upgraded): shown at DEBUG only.
+    logging.getLogger("alembic").setLevel(
+        logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING)

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     read_model_wait_seconds: float = 5.0
     command_max_retries: int = 10
+    idempotency_ttl: float = 24 * 3600.0
+    """Seconds an idempotency key is remembered; older ones are pruned by serving processes
+    (0: kept forever)."""
     projector_batch_size: int = 500
     projector_poll_seconds: float = 1.0
     leader_lease_seconds: float = 3.0

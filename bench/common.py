@@ -131,13 +131,15 @@ def postgres_reachable(url: str | None) -> bool:
 
 
 async def reset_postgres(url: str, extra_tables: tuple[str, ...] = ()) -> None:
-    """Empty the event store's tables (and drop any baseline tables) in the bench database."""
+    """Migrate the bench database, empty the event store's tables (and drop any baseline
+    tables)."""
     import sqlalchemy as sa
 
     from app.domain.schema import default_schema
-    from app.event_store import tables
+    from app.event_store import migrate, tables
     from app.event_store.sqlalchemy import SqlAlchemyEventStore
 
+    await migrate(url)
     store = await SqlAlchemyEventStore.open(url, default_schema())
     async with store.engine.begin() as conn:
         await conn.execute(sa.text(f"TRUNCATE {', '.join(tables.metadata.tables)}"))

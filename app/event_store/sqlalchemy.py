@@ -7,6 +7,7 @@ SQLite: BEGIN IMMEDIATE), so positions are taken as head + 1 by one writer at a 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import sqlite3
@@ -16,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection as SyncConnection
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.domain.schema import EventSchema
@@ -42,10 +44,11 @@ from app.event_store.keys import (
     masked,
     streams_needing_keys,
 )
+from app.event_store.migrations import upgrade_engine, upgrade_file, verify_engine
+from app.event_store.sqlite import PRUNE_ROWS, file_of
 from app.event_store.tables import (
     commands,
     events,
-    metadata,
     personal_data_keys,
     snapshots,
     streams,
@@ -132,13 +135,18 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
-async def create_tables(engine: AsyncEngine) -> None:
-    """Create the event store's tables if missing (PostgreSQL: under the append lock, so that
-    processes starting together do not race)."""
-    async with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
-        await conn.run_sync(metadata.create_all)
+async def prepare_schema(url: str, engine: AsyncEngine) -> None:
+    """SQLite migrates itself to the newest schema (a file first on a connection of its own:
+    see `upgrade_file`); PostgreSQL must be at it already (`python -m app migrate`), or
+    SchemaOutOfDate says so."""
+    if engine.dialect.name != "sqlite":
+        await verify_engine(engine)
+        return
+    path = file_of(make_url(url).database)
+    if path is None:
+        await upgrade_engine(engine)
+    else:
+        await asyncio.to_thread(upgrade_file, path)
 
 
 class SqlAlchemyEventStore(GroupCommitStore):
@@ -151,9 +159,13 @@ class SqlAlchemyEventStore(GroupCommitStore):
 
     @classmethod
     async def open(cls, url: str, schema: EventSchema) -> SqlAlchemyEventStore:
-        """Connect, configure the dialect and create the tables if missing."""
+        """Connect, configure the dialect and make sure of the schema (`prepare_schema`)."""
         engine = create_engine(url)
-        await create_tables(engine)
+        try:
+            await prepare_schema(url, engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         return cls(engine, schema)
 
     async def close(self) -> None:
@@ -365,17 +377,21 @@ class SqlAlchemyEventStore(GroupCommitStore):
             row = (
                 await conn.execute(sa.select(snapshots).where(snapshots.c.stream_id == stream_id))
             ).first()
-        return Snapshot(row.stream_id, row.version, dict(row.state)) if row else None
+        if row is None:
+            return None
+        return Snapshot(row.stream_id, row.version, dict(row.state), row.schema_version)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Keep the newest snapshot of a stream; a racing older one never replaces it."""
+        values = {"version": snapshot.version, "state": snapshot.state,
+                  "schema_version": snapshot.schema_version}
         try:
             async with self._sql(begin=True) as conn:
                 updated = await conn.execute(
                     snapshots.update()
                     .where(snapshots.c.stream_id == snapshot.stream_id,
-                           snapshots.c.version < snapshot.version)
-                    .values(version=snapshot.version, state=snapshot.state)
+                           (snapshots.c.version < snapshot.version)
+                           | (snapshots.c.schema_version != snapshot.schema_version))
+                    .values(**values)
                 )
                 if updated.rowcount == 0:
                     exists = await conn.execute(
@@ -384,8 +400,18 @@ class SqlAlchemyEventStore(GroupCommitStore):
                     )
                     if exists.first() is None:
                         await conn.execute(snapshots.insert().values(
-                            stream_id=snapshot.stream_id, version=snapshot.version,
-                            state=snapshot.state,
-                        ))
+                            stream_id=snapshot.stream_id, **values))
         except sa.exc.IntegrityError:
             pass  # another process saved a snapshot of the same stream at the same moment
+
+    async def prune_commands(self, recorded_before: dt.datetime) -> int:
+        before = recorded_before.astimezone(dt.UTC)  # SQLite stores UTC times without a zone
+        old = (sa.select(commands.c.key).where(commands.c.recorded_at < before)
+               .limit(PRUNE_ROWS).scalar_subquery())
+        pruned = 0
+        while True:  # a transaction per slice, as in sqlite.py
+            async with self._sql(begin=True) as conn:
+                count = (await conn.execute(commands.delete().where(commands.c.key.in_(old))))
+            pruned += count.rowcount
+            if count.rowcount < PRUNE_ROWS:
+                return pruned

@@ -14,7 +14,8 @@ one statement of one step (multi-row VALUES, one JSON row for the versions it lo
 events are read as one JSON row too: a group commit or a read takes a handful of hand-overs
 instead of one per row. Needs SQLite 3.38+ (JSON built in). Rows are stored exactly as SQLAlchemy
 stores them (JSON text, `YYYY-MM-DD HH:MM:SS.ffffff` UTC times), so both adapters read each
-other's files; the tables themselves are created from app/event_store/tables.py.
+other's files; the tables themselves are made by the migrations (app/event_store/migrations/),
+which run when the store opens.
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ import asyncio
 import datetime as dt
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any, TypeVar
 
 import orjson
-import sqlalchemy as sa
 
 from app.domain.schema import EventSchema
 from app.event_store.base import (
@@ -50,7 +49,7 @@ from app.event_store.group_commit import (
     plan,
 )
 from app.event_store.keys import SEALED_TYPES, erased_streams, masked, streams_needing_keys
-from app.event_store.tables import metadata
+from app.event_store.migrations import upgrade_file
 from app.event_store.worker_thread import WorkerThread
 
 T = TypeVar("T")
@@ -60,6 +59,7 @@ STATEMENTS = 2 * ROWS_PER_STATEMENT + 64  # prepared statements kept: every mult
 IN_LIST = 500  # values per IN (…) list
 UNAVAILABLE = (sqlite3.OperationalError, OSError)
 COMMIT_ROW = 8  # index of commit_position in a row of `_events`
+PRUNE_ROWS = 5000  # idempotency records deleted per transaction: appends wait for no longer
 
 
 def file_of(database: str | None) -> str | None:
@@ -251,35 +251,9 @@ class SqliteEventStore(GroupCommitStore):
 
     @classmethod
     async def open(cls, path: str, schema: EventSchema) -> SqliteEventStore:
-        """Create the tables if missing (WAL mode, so readers never wait for the writer)."""
-
-        def create() -> None:
-            # The driver's own transactions off, so that ours takes the write lock before it
-            # looks: processes starting together on a new file (`serve --workers N`) would each
-            # see no tables and all but one fail on "table already exists".
-            engine = sa.create_engine(
-                f"sqlite:///{path}", connect_args={"timeout": 30, "isolation_level": None}
-            )
-            try:
-                with engine.connect() as conn:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    metadata.create_all(conn)
-                    conn.exec_driver_sql("COMMIT")
-                    # Switching to WAL needs the file to itself and, unlike other statements,
-                    # does not wait for it: a process starting beside another is told "locked".
-                    deadline = time.monotonic() + 30
-                    while True:
-                        try:
-                            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                            break
-                        except sa.exc.OperationalError as error:
-                            if "locked" not in str(error) or time.monotonic() > deadline:
-                                raise
-                            time.sleep(0.01)
-            finally:
-                engine.dispose()
-
-        await asyncio.to_thread(create)
+        """The store on the file at `path`, created if missing and migrated to the newest
+        schema (WAL mode, so readers never wait for the writer)."""
+        await asyncio.to_thread(upgrade_file, path)
         return cls(path, schema)
 
     async def close(self) -> None:
@@ -405,15 +379,30 @@ class SqliteEventStore(GroupCommitStore):
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
         row = await self._file.read(lambda conn: conn.execute(
-            "SELECT version, state FROM snapshots WHERE stream_id = ?", (stream_id,)
+            "SELECT version, state, schema_version FROM snapshots WHERE stream_id = ?",
+            (stream_id,),
         ).fetchone())
-        return Snapshot(stream_id, row[0], orjson.loads(row[1])) if row else None
+        return Snapshot(stream_id, row[0], orjson.loads(row[1]), row[2]) if row else None
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Keep the newest snapshot of a stream; a racing older one never replaces it."""
         await self._file.write(lambda conn: conn.execute(
-            "INSERT INTO snapshots (stream_id, version, state) VALUES (?, ?, ?)"
+            "INSERT INTO snapshots (stream_id, version, state, schema_version) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version,"
-            " state = excluded.state WHERE excluded.version > snapshots.version",
-            (snapshot.stream_id, snapshot.version, orjson.dumps(snapshot.state).decode()),
+            " state = excluded.state, schema_version = excluded.schema_version"
+            " WHERE excluded.version > snapshots.version"
+            " OR excluded.schema_version <> snapshots.schema_version",
+            (snapshot.stream_id, snapshot.version, orjson.dumps(snapshot.state).decode(),
+             snapshot.schema_version),
         ))
+
+    async def prune_commands(self, recorded_before: dt.datetime) -> int:
+        before = recorded_before.astimezone(dt.UTC).strftime(TIME_FORMAT)
+        pruned = 0
+        while True:  # a transaction per slice: appends wait for one slice at most
+            count: int = await self._file.write(lambda conn: conn.execute(
+                "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys"
+                " WHERE recorded_at < ? LIMIT ?)", (before, PRUNE_ROWS),
+            ).rowcount)
+            pruned += count
+            if count < PRUNE_ROWS:
+                return pruned

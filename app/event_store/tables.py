@@ -1,4 +1,5 @@
-"""The SQL schema of the event store, shared by SQLite and PostgreSQL."""
+"""The SQL schema of the event store, shared by SQLite and PostgreSQL: the tables as the newest
+migration (app/event_store/migrations/) leaves them, which the adapters' queries are built on."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ commands = sa.Table(
     sa.Column("result", Json, nullable=False),
     sa.Column("commit_position", BigInt, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_idempotency_keys_recorded_at", "recorded_at"),  # pruning by age
 )
 
 snapshots = sa.Table(
@@ -53,6 +55,8 @@ snapshots = sa.Table(
     sa.Column("stream_id", sa.String(200), primary_key=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("state", Json, nullable=False),
+    # The shape of `state` (app/service/repository.py); rows stored before it existed hold 1.
+    sa.Column("schema_version", sa.Integer, nullable=False, server_default=sa.text("1")),
 )
 
 personal_data_keys = sa.Table(

@@ -3,13 +3,19 @@ result and writes nothing; the same key for a different request is refused."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import hashlib
+import logging
 from dataclasses import dataclass
 
 from app.domain import commands as c
 from app.domain.errors import DomainError
 from app.domain.validation import FieldChecker
-from app.event_store.base import IdempotencyRecord
+from app.event_store.base import EventStore, IdempotencyRecord
+
+log = logging.getLogger(__name__)
+PRUNE_PERIOD_MAX = 3600.0  # seconds between prunings, at most; a tenth of the TTL when shorter
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +62,19 @@ def replay(previous: IdempotencyRecord, asked: IdempotencyRecord) -> CommandResu
     return CommandResult(
         str(result["entity"]), int(result["id"]), previous.commit_position, replayed=True
     )
+
+
+async def prune_forever(store: EventStore, ttl: float) -> None:
+    """Delete the records of commands older than `ttl` seconds, now and every tenth of `ttl`
+    (at most hourly): a key is remembered for `ttl`, and forgotten within 1.1 × `ttl`."""
+    period = min(ttl / 10, PRUNE_PERIOD_MAX)
+    while True:
+        try:
+            pruned = await store.prune_commands(
+                dt.datetime.now(dt.UTC) - dt.timedelta(seconds=ttl))
+        except Exception as error:  # the database is away: the next round catches up
+            log.warning("could not prune idempotency keys: %s", type(error).__name__)
+        else:
+            if pruned:
+                log.info("pruned %d idempotency keys older than %g s", pruned, ttl)
+        await asyncio.sleep(period)

@@ -5,6 +5,10 @@ aggregate is safe because every append states the expected version of each strea
 a cached state that another writer made stale fails the append, and the command is decided again
 on fresh state. Errors decided on cached state are checked again on fresh state too (see
 `app/service/handlers.py`).
+
+A snapshot holds an aggregate's fields as they were when it was written; `SNAPSHOT_VERSIONS`
+names the shape of each aggregate's now. A snapshot of another shape is ignored (the stream is
+replayed from its start) and replaced, never loaded into the wrong fields.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from app.event_store.base import EventStore, Snapshot
 log = logging.getLogger(__name__)
 A = TypeVar("A", Location, Employee)
 Aggregate = Location | Employee
+SNAPSHOT_VERSIONS: dict[type[Aggregate], int] = {Location: 1, Employee: 1}
+"""Raise an aggregate's number whenever its fields change (tests/unit/test_snapshot_versions.py
+holds the fields of each number, so a change without a new number fails)."""
 
 
 class Repository:
@@ -38,6 +45,8 @@ class Repository:
         """Loads that started from a snapshot (for benchmarks and operators)."""
         self.events_replayed = 0
         """Events read from streams to rebuild aggregates."""
+        self.stale_snapshots = 0
+        """Snapshots ignored because they hold another shape than the aggregate's now."""
 
     async def location(self, location_id: int) -> Location | None:
         return await self._load(e.location_stream(location_id), Location, evolve_location)
@@ -68,9 +77,7 @@ class Repository:
         self._remember(stream_id, state)
         if self._crossed_snapshot(before, state.version):
             try:
-                await self._store.save_snapshot(
-                    Snapshot(stream_id, state.version, _freeze(state))
-                )
+                await self._store.save_snapshot(_snapshot(stream_id, state))
             except Exception as exc:  # the events are committed; a later load snapshots again
                 log.warning("could not save a snapshot of %s: %s", stream_id, exc)
 
@@ -92,6 +99,10 @@ class Repository:
         evolve: Callable[[A | None, e.DomainEvent], A | None],
     ) -> A | None:
         snapshot = await self._store.load_snapshot(stream_id)
+        stale = snapshot is not None and snapshot.schema_version != SNAPSHOT_VERSIONS[cls]
+        if stale:
+            self.stale_snapshots += 1
+            snapshot = None
         state: A | None = _thaw(cls, snapshot.state) if snapshot else None
         after = snapshot.version if snapshot else 0
         if snapshot is not None:
@@ -100,8 +111,9 @@ class Repository:
         self.events_replayed += len(recorded)
         for event in recorded:
             state = evolve(state, from_data(event.type, event.data))
-        if state is not None and recorded and self._crossed_snapshot(after, state.version):
-            await self._store.save_snapshot(Snapshot(stream_id, state.version, _freeze(state)))
+        if state is not None and recorded and (
+                stale or self._crossed_snapshot(after, state.version)):
+            await self._store.save_snapshot(_snapshot(stream_id, state))
         self._remember(stream_id, state)
         return state
 
@@ -115,8 +127,8 @@ def _evolve(stream_id: str, state: Aggregate | None, event: e.DomainEvent) -> Ag
     return evolve_employee(cast(Employee | None, state), event)
 
 
-def _freeze(state: Location | Employee) -> dict[str, Any]:
-    return plain(state)
+def _snapshot(stream_id: str, state: Aggregate) -> Snapshot:
+    return Snapshot(stream_id, state.version, plain(state), SNAPSHOT_VERSIONS[type(state)])
 
 
 def _thaw(cls: type[A], data: dict[str, Any]) -> A:

@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.domain import commands as c
 from app.domain.schema import default_schema
+from app.event_store import migrate
 from app.event_store.sqlalchemy import SqlAlchemyEventStore
 from app.read_model.layout import Keys
 from app.read_model.redis import ReadModel
@@ -539,7 +540,8 @@ async def open_cluster(
     try:
         name = f"faults_{uuid.uuid4().hex[:12]}"
         url = await postgres.create_database(name)
-        # Tables exist before any app process starts (they would otherwise race to create them).
+        # Migrated before any app process starts, as an operator does (`python -m app migrate`).
+        await migrate(url)
         store = await SqlAlchemyEventStore.open(url, default_schema())
         redis = redis_server.client()
         cluster = Cluster(work_dir, redis_server, postgres, url, f"faults-{name[7:]}", redis,

@@ -150,6 +150,37 @@ async def test_the_newest_snapshot_wins(store: EventStore) -> None:
     assert await store.load_snapshot("a-1") == Snapshot("a-1", 300, {"v": 300})
 
 
+async def test_a_snapshot_of_another_shape_always_replaces_the_stored_one(
+    store: EventStore
+) -> None:
+    """Whatever its stream version: the stored one cannot be loaded by the writer's code."""
+    await store.save_snapshot(Snapshot("a-1", 300, {"old": 300}, schema_version=1))
+    await store.save_snapshot(Snapshot("a-1", 200, {"new": 200}, schema_version=2))
+    assert await store.load_snapshot("a-1") == Snapshot("a-1", 200, {"new": 200}, 2)
+    await store.save_snapshot(Snapshot("a-1", 100, {"new": 100}, schema_version=2))
+    assert await store.load_snapshot("a-1") == Snapshot("a-1", 200, {"new": 200}, 2)
+
+
+async def test_idempotency_records_older_than_the_cut_are_pruned(store: EventStore) -> None:
+    old = await store.append([tick("a-1")], {"a-1": 0},
+                             idempotency=IdempotencyRecord("old", "Tick", "f1"))
+    await asyncio.sleep(0.01)  # a later time than `old`'s (times are microseconds)
+    new = await store.append([tick("b-1")], {"b-1": 0},
+                             idempotency=IdempotencyRecord("new", "Tick", "f2"))
+    assert old.recorded_at < new.recorded_at
+
+    assert await store.prune_commands(old.recorded_at) == 0  # strictly older only
+    assert await store.prune_commands(new.recorded_at) == 1
+
+    assert await store.find_command("old") is None
+    kept = await store.find_command("new")
+    assert kept is not None and kept.commit_position == 2
+    # the pruned key is free again; the events it guarded stay
+    await store.append([tick("a-1")], {"a-1": 1}, idempotency=IdempotencyRecord("old", "T", "f3"))
+    assert [e.stream_id for e in await store.read_all()] == ["a-1", "b-1", "a-1"]
+    assert await store.prune_commands(new.recorded_at + dt.timedelta(days=1)) == 2
+
+
 async def test_listeners_hear_each_committed_append(store: EventStore) -> None:
     heard: list[int] = []
     store.on_append(heard.append)

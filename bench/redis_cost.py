@@ -39,7 +39,7 @@ from app.bootstrap import bootstrap
 from app.event_store.base import RecordedEvent
 from app.projections.documents import Change
 from app.projector.loop import Projector
-from app.read_model.changes import encode
+from app.read_model.changes import encode, of
 from app.read_model.layout import Keys
 from app.schema import build_schema
 from app.schema.context import Context
@@ -236,7 +236,7 @@ def _typical_message() -> bytes:
                   ("EmployeeAssignedToLocation", {"employee_id": 7, "location_id": 3})), 1)]
     changes = [Change(1001, "CREATED", "employee", 7, employee),
                Change(1001, "UPDATED", "location", 3, location)]
-    return encode(999, 1001, changes, events, orjson.dumps)
+    return encode(of(999, changes, events), orjson.dumps)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from app.event_store.base import EventStore
 from app.projections import batch as projection
 from app.projections.documents import Doc, DocKey, Entity
-from app.read_model.changes import Batch, parse
+from app.read_model.changes import Batch, of, parse
 from app.read_model.layout import APPLY, LATEST_AT, Keys, apply_args, apply_keys, document, historic
 from tests.harness.server import free_port
 
@@ -192,7 +192,9 @@ class ShardedProjector:
         result.docs = {k: v for k, v in result.docs.items() if k in before}
         result.changes = [c for c in result.changes
                           if shard_of((c.entity, c.entity_id), self.shards) == shard]
-        args = apply_args(keys, checkpoint, False, [e for e, _ in mine], result, True, 0)
+        events = [e for e, _ in mine]
+        published = of(checkpoint, result.changes, events)
+        args = apply_args(keys, checkpoint, False, events, result, published, 0)
         applied = await self._apply(keys=apply_keys(keys), args=sharded_publish(args))
         if applied != 1:
             raise RuntimeError(f"shard {shard} moved under us: {applied}")

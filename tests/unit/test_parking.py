@@ -14,7 +14,8 @@ AT = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
 def event(position: int, stream: str, kind: str, commit: int | None = None,
           **data: Any) -> RecordedEvent:
     version = position  # versions only need to grow within a stream here
-    return RecordedEvent(position, stream, version, kind, 1, data, {}, AT, commit or position)
+    shape = batch.CURRENT.get(kind, 1)  # as a store reads it: in its type's current shape
+    return RecordedEvent(position, stream, version, kind, shape, data, {}, AT, commit or position)
 
 
 def hire(position: int, employee: int, location: int) -> list[RecordedEvent]:

@@ -152,6 +152,10 @@ def _wire(services: Services, run_projector: bool) -> None:
     cache = services.read_model.cache
 
     async def on_changes(message: str) -> None:
+        position = changes.peek(message)
+        if position is not None and _delivered(position):  # by this process's projector
+            await waiter.advance(position)
+            return
         batch = changes.parse(message)
         if batch.generation is not None:  # a rebuild switched queries to a new generation
             services.read_model.use_generation(batch.generation)
@@ -161,6 +165,13 @@ def _wire(services: Services, run_projector: bool) -> None:
             cache.apply(batch)
         services.hub.publish(batch)
         await waiter.advance(batch.position)
+
+    def _delivered(position: int) -> bool:
+        """Whether the hub and the cache already have the batch ending at `position`."""
+        hub_position = services.hub.position
+        if hub_position is None or hub_position < position:
+            return False
+        return cache is None or cache.position is None or cache.position >= position
 
     def lost() -> None:
         if cache is not None:

@@ -10,6 +10,7 @@ switch of generation is the same object with no changes or events and `"generati
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,18 @@ class Batch:
     changes: list[Change]
     events: list[dict[str, Any]]
     generation: int | None = None  # set on the notice of a switch to a rebuilt read model
+
+
+_HEAD = re.compile(r'\{"from":\d+,"position":(\d+),"changes":\[')
+
+
+def peek(message: str) -> int | None:
+    """The position of a batch's message, read from its head alone (a process that already has
+    the batch need not decode the rest); None for a switch notice."""
+    head = _HEAD.match(message)
+    if head is None or '"generation"' in message[-32:]:  # (a false alarm only costs a parse)
+        return None
+    return int(head.group(1))
 
 
 def parse(message: str | bytes) -> Batch:

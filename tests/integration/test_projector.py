@@ -542,16 +542,20 @@ async def test_each_batch_handed_to_its_process_equals_the_message_the_feed_brin
     async with redis.pubsub() as pubsub:
         await subscribed(pubsub, keys.changes_channel)
         await projector.catch_up()
-        published = []
+        raw: list[str] = []
         async with asyncio.timeout(SECONDS):
-            while len(published) < len(delivered):
+            while len(raw) < len(delivered):
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
-                    published.append(changes.parse(message["data"]))
+                    raw.append(message["data"])
+    published = [changes.parse(message) for message in raw]
 
     # then every batch is handed over once, in order, equal to what the feed brings
     assert len(delivered) > 10
     assert delivered == published
     assert [b.from_position for b in delivered[1:]] == [b.position for b in delivered[:-1]]
+    # and a process that has one can tell from the message's head alone; a switch is no batch
+    assert [changes.peek(message) for message in raw] == [b.position for b in delivered]
+    assert changes.peek(changes.encode_switch(delivered[-1].position, 2).decode()) is None
     erasing = [e for b in delivered for e in b.events if e["type"] == "EmployeePersonalDataErased"]
     assert erasing, "the history has its erasure"

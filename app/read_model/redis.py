@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from app.projections.documents import Doc, Entity, micros
 from app.read_model.cache import DocumentCache
 from app.read_model.layout import LATEST_AT, RAISE_TO, Keys, document, historic, parked_event
+from app.read_model.refusals import CLUSTER, READ_ONLY, explain
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +28,17 @@ def _docs(raw: Sequence[Any]) -> list[Doc | None]:
 
 
 class ReadModel:
-    def __init__(self, redis: Redis, keys: Keys, cache: DocumentCache | None = None) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, cache: DocumentCache | None = None,
+        primary: Redis | None = None,
+    ) -> None:
+        """Reads go to `redis`; the head notices to `primary` (by default the same node)."""
         self._redis = redis
+        self.primary = redis if primary is None else primary
         self.keys = keys
         self.cache = cache
         self._latest_at = redis.register_script(LATEST_AT)
-        self._raise_to = redis.register_script(RAISE_TO)
+        self._raise_to = self.primary.register_script(RAISE_TO)
 
     def use_generation(self, generation: int) -> None:
         """Read generation `generation` from now on (after a rebuild switched to it)."""
@@ -145,5 +151,17 @@ class ReadModel:
         )
         return int(str(hit[0])) if hit else 0
 
-    async def ping(self) -> bool:
-        return bool(await self._redis.ping())
+    async def readiness(self) -> str | None:
+        """None when this process can answer queries and write its notices, else why not: the
+        node it reads must serve a real key (a Cluster node answers PING but refuses keys with
+        MOVED) and not be a cluster node; the primary must take writes (not a replica)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.info("cluster")
+            pipe.get(self.keys.checkpoint)
+            cluster, _checkpoint = await pipe.execute()
+        if int(cluster.get("cluster_enabled", 0)):
+            return explain(CLUSTER, "cluster_enabled:1")
+        role = await self.primary.execute_command("ROLE")  # type: ignore[no-untyped-call]
+        if str(role[0]) != "master":
+            return explain(READ_ONLY, f"ROLE {role[0]}")
+        return None

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import logging
 
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    ClusterError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 
 log = logging.getLogger(__name__)
 
 CLUSTER = "cluster"
 READ_ONLY = "read-only"
-_CLUSTER_REPLIES = ("MOVED ", "ASK ", "CLUSTERDOWN", "CROSSSLOT")
+# redis-py parses MOVED and ASK (AskError), CLUSTERDOWN (a ClusterError), CROSSSLOT, TRYAGAIN
+_CLUSTER_ERRORS = (AskError, ClusterError, ClusterCrossSlotError, TryAgainError)
 _EXPLAINED = {
     CLUSTER: "Redis answers as a Redis Cluster node ({error}); this service needs one primary "
              "(optionally with replicas or Sentinel), not a cluster: see docs/operations.md",
@@ -28,17 +36,19 @@ def refusal(error: BaseException) -> str | None:
     """CLUSTER or READ_ONLY when `error` is such a refusal, else None."""
     if isinstance(error, ReadOnlyError):
         return READ_ONLY
-    if isinstance(error, ResponseError):
-        text = str(error)
-        if text.startswith(_CLUSTER_REPLIES):
-            return CLUSTER
-        if text.startswith("READONLY"):
-            return READ_ONLY
+    if isinstance(error, _CLUSTER_ERRORS):
+        return CLUSTER
+    if isinstance(error, ResponseError) and "READONLY" in str(error):  # (inside a script)
+        return READ_ONLY
     return None
 
 
 def explain(kind: str, error: object) -> str:
-    return _EXPLAINED[kind].format(error=str(error).split("\n")[0][:120])
+    """The operator's sentence for a refusal of `kind`."""
+    text = str(error).split("\n")[0][:160]
+    if isinstance(error, BaseException):  # redis-py's MOVED error says only "slot host:port"
+        text = f"{type(error).__name__}: {text}"
+    return _EXPLAINED[kind].format(error=text)
 
 
 class RefusalLog:

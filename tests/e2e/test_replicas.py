@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -252,7 +253,7 @@ async def _load_across_failover(
         for client in clients:
             await client.aclose()
     ends = sorted(o.ended for o in outcomes if o.succeeded)
-    around = [b - a for a, b in zip(ends, ends[1:], strict=False) if b > killed[0] - 1.0]
+    around = [b - a for a, b in itertools.pairwise(ends) if b > killed[0] - 1.0]
     return outcomes, max(around, default=0.0)
 
 

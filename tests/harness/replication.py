@@ -1,5 +1,5 @@
-"""Redis replication in real processes, for the replica and failover tests (tests/e2e/test_replicas.py)
-and bench/replicas.py.
+"""Redis replication in real processes, for the replica and failover tests
+(tests/e2e/test_replicas.py) and bench/replicas.py.
 
 - `start_replica`: a `redis-server --replicaof` of a primary (or of a proxy in front of it),
   returned once its link is up and it holds the primary's data.
@@ -224,7 +224,7 @@ class Sentinels:
 
     def primary_port(self) -> int:
         with sync_client(self.servers[0].port) as client:
-            host, port = client.sentinel_get_master_addr_by_name(SERVICE)
+            _host, port = client.sentinel_get_master_addr_by_name(SERVICE)
         return int(port)
 
     def stop(self) -> None:

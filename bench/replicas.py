@@ -8,9 +8,10 @@ REDIS_READ_URL (`--no-projector`). wrk (1 thread, 16 connections) sends to each 
   location(id) { … employees { … } }                    current: mostly the process's cache
 and the primary's own CPU accounting (INFO cpu: used_cpu_user + used_cpu_sys) gives its CPU per
 query under each load. Figure: the primary's µs per query with a replica / alone (lower is
-better); the replica's µs per query is in the note. What the primary still spends with a
-replica is its own background (its cron, the replication link, the projector's lease), spread
-over the queries of the load.
+better); the replica's µs per query is in the note, and the primary's idle rate (its cron, the
+replication link, the projector's lease; measured before each round, with no load), which is
+what remains of its CPU per query once a replica takes the reads. Current-state queries are
+answered mostly from each API process's document cache, so they cost Redis little either way.
 
     python -m bench.replicas [--quick] [--repeats N]
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,12 +46,15 @@ def run(options: Options) -> list[Figure]:
              f"{options.repeats} repeats")
     # per query kind and setting: (primary µs, replica µs) per query, one pair per repeat
     spent: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    idle: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp, _servers(Path(tmp)) as (primary, replica, apis):
         for _ in range(options.repeats):  # interleaved: drift in the machine's load hits all alike
+            idle.append(_idle(seconds, primary, replica))
             for kind, query in (("time travel", TIME_TRAVEL), ("current", CURRENT)):
                 for setting, api in apis.items():
                     spent.setdefault((kind, setting), []).append(
                         _load(api, query, seconds, primary, replica))
+    idle_ms = median([p for p, _ in idle]) * 1e3
 
     def primary_us(kind: str, setting: str) -> float:
         return median([p for p, _ in spent[(kind, setting)]])
@@ -61,9 +66,19 @@ def run(options: Options) -> list[Figure]:
         Figure("replicas", f"primary Redis CPU per {kind} query, reads on a replica",
                primary_us(kind, "with a replica"), "µs", "reads on the primary",
                primary_us(kind, "alone"), higher_is_better=False,
-               note=f"the replica: {replica_us(kind):.1f} µs per query")
+               note=f"the replica: {replica_us(kind):.1f} µs per query; the primary idle: "
+                    f"{idle_ms:.1f} ms CPU/s")
         for kind in ("time travel", "current")
     ]
+
+
+def _idle(seconds: float, primary: RedisServer, replica: RedisServer) -> tuple[float, float]:
+    """The primary's and the replica's CPU seconds per second with no query load."""
+    before, started = (cpu_seconds(primary), cpu_seconds(replica)), time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - started
+    return ((cpu_seconds(primary) - before[0]) / elapsed,
+            (cpu_seconds(replica) - before[1]) / elapsed)
 
 
 def _load(api: Server, query: str, seconds: float, primary: RedisServer,

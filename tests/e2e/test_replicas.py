@@ -10,7 +10,8 @@
    the new primary, every answered mutation is stored once, the `events` subscription has every
    event exactly once, and the read model equals a fresh projection of the store, key for key.
 4. /readyz tells the truth: 503 against a Redis Cluster (MOVED), a replica given as REDIS_URL
-   (READONLY) and over READY_MAX_LAG_EVENTS; the log says why, once.
+   (READONLY) and over READY_MAX_LAG_EVENTS; the log says why, once; 200 under an ACL that
+   denies the INFO and ROLE it would also use.
 """
 
 from __future__ import annotations
@@ -326,8 +327,13 @@ async def test_readyz_is_503_against_a_cluster_a_read_only_primary_and_too_much_
             await until(lambda: _errors_about(server_log(server), "REDIS_URL names a replica"),
                         "an ERROR naming the replica", 30.0)
 
+        # an ACL user denied INFO and ROLE: those checks are left out, the rest still holds
+        with sync_client(primary.port) as client:
+            client.acl_setuser("cqrs", enabled=True, passwords=["+secret"], keys=["*"],
+                               channels=["*"], commands=["+@all", "-info", "-role"])
+        restricted = f"redis://cqrs:secret@127.0.0.1:{primary.port}/0"
         lagging = {"READY_MAX_LAG_EVENTS": "2", "READ_MODEL_WAIT_SECONDS": "0.1"}
-        with running_server(tmp_path / "lag-api", primary.url, lagging, ["--no-projector"],
+        with running_server(tmp_path / "lag-api", restricted, lagging, ["--no-projector"],
                             ready=False) as server:
             async with open_api(server.base_url) as api:
                 await until(lambda: _status(api.http, 200), "ready with no lag", 30.0)

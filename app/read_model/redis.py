@@ -153,6 +153,24 @@ class ReadModel:
         )
         return int(str(hit[0])) if hit else 0
 
+    async def replicated(self, position: int, seconds: float) -> bool:
+        """True once every replica connected to the primary holds what the primary holds now
+        (so no process reading any replica can answer from before it); False after `seconds`.
+        A write, then WAIT on the same connection: WAIT counts the replicas that acknowledged
+        that connection's last write, and the replication stream is in order. Without
+        replicas (or with an ACL denying INFO): True at once."""
+        try:
+            replicas = int((await self.primary.info("replication")).get("connected_slaves", 0))
+        except NoPermissionError:
+            return True
+        if not replicas:
+            return True
+        async with self.primary.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.fence, position)
+            pipe.execute_command("WAIT", replicas, max(int(seconds * 1000), 1))
+            _done, acknowledged = await pipe.execute()
+        return int(acknowledged) >= replicas
+
     async def readiness(self) -> str | None:
         """None when this process can answer queries and write its notices, else why not: the
         node it reads must serve a real key (a Cluster node answers PING but refuses keys with

@@ -5,7 +5,8 @@
    them, the primary's barely move), while payloads and `minPosition` reads show their writes.
 2. A replica kept 200 ms behind by a proxy never answers early: payloads, reads after them,
    `minPosition` reads from another process and time travel all show the write; a subscription
-   gets every change once.
+   gets every change once; an erasure answered by a process reading the primary is already on
+   the replica.
 3. Three Sentinels and the primary killed in the middle of a mutation load: the service follows
    the new primary, every answered mutation is stored once, the `events` subscription has every
    event exactly once, and the read model equals a fresh projection of the store, key for key.
@@ -65,6 +66,14 @@ LISTS = """
 query Lists($at: Int) {
   locations(atPosition: $at) { id employeeCount }
   employees(first: 50, atPosition: $at) { totalCount edges { node { id jobTitle } } }
+}"""
+FORGET = """
+mutation Forget($input: ForgetEmployeeInput!) {
+  forgetEmployee(input: $input) { ... on ForgetEmployeePayload { employeeId position } }
+}"""
+PERSONAL_AT = """
+query Personal($id: Int!, $at: Int) {
+  employee(id: $id, atPosition: $at) { firstName lastName jobTitle }
 }"""
 READS = ("mget", "zrange", "zrangebyscore", "zrevrangebyscore", "zcard")  # what queries send
 
@@ -145,32 +154,51 @@ async def test_a_replica_200_ms_behind_never_answers_early(tmp_path: Path) -> No
 
 
 async def _never_early(tmp_path: Path, primary: RedisServer, replica: RedisServer) -> None:
-    env = {"REDIS_READ_URL": replica.url}
+    shared = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"}  # one store
+    env = {**shared, "REDIS_READ_URL": replica.url}
     with running_server(tmp_path / "api", primary.url, env) as server, \
             running_server(tmp_path / "reader", primary.url, env, ["--no-projector"]) as reader:
         async with open_api(server.base_url) as api, open_api(reader.base_url) as other:
-            await api.create_location(1)
-            made = await api.create_employee(1, 1, job_title="Cook 0")
-            async with subscribe(server.ws_url, EMPLOYEE_CHANGED, "employeeChanged",
-                                 id=1) as feed:
-                await api.wait_subscribers(1)
-                positions, previous = [], made["position"]
-                for n in range(1, 31):
-                    title = f"Cook {n}"
-                    changed = await api.change_title(1, title)
-                    position = changed["position"]
-                    positions.append(position)
-                    assert changed["employee"]["jobTitle"] == title  # the payload shows it
-                    assert (await employee(api, 1))["jobTitle"] == title  # so does a read after
-                    seen = await employee(other, 1, min_position=position)  # another process
-                    assert seen["jobTitle"] == title
-                    assert (await employee(other, 1, at=position))["jobTitle"] == title
-                    assert (await employee(other, 1, at=previous))["jobTitle"] == f"Cook {n - 1}"
-                    previous = position
-                await feed.wait_position(positions[-1])
-                assert [item["position"] for item in feed.items] == positions  # once each
-                assert [item["employee"]["jobTitle"] for item in feed.items] == [
-                    f"Cook {n}" for n in range(1, 31)]
+            await _reads_after_writes(api, other, server.ws_url)
+        # an erasure answered by a process reading the primary is on the replica already
+        with running_server(tmp_path / "writer", primary.url, shared,
+                            ["--no-projector"]) as writer:
+            async with open_api(writer.base_url) as writing, open_api(reader.base_url) as other:
+                forgotten = (await writing.run(FORGET, input={"employeeId": 1}))["forgetEmployee"]
+                position = forgotten["position"]
+                with sync_client(replica.port) as on_replica:
+                    pointer = on_replica.get(Keys("cqrs").generation_pointer)
+                    raw = on_replica.get(Keys("cqrs").at(int(str(pointer))).employee(1))
+                doc = json.loads(str(raw))
+                assert (doc["first_name"], doc["last_name"]) == (None, None), doc
+                erased = (await other.run(PERSONAL_AT, id=1, at=position))["employee"]
+                assert erased == {"firstName": None, "lastName": None, "jobTitle": "Cook 30"}
+
+
+async def _reads_after_writes(api: Api, other: Api, ws_url: str) -> None:
+    """30 title changes through `api`; each shows at once in its payload, in a read after it,
+    in `other`'s minPosition read and in time travel; a subscription gets each once."""
+    await api.create_location(1)
+    made = await api.create_employee(1, 1, job_title="Cook 0")
+    async with subscribe(ws_url, EMPLOYEE_CHANGED, "employeeChanged", id=1) as feed:
+        await api.wait_subscribers(1)
+        positions, previous = [], made["position"]
+        for n in range(1, 31):
+            title = f"Cook {n}"
+            changed = await api.change_title(1, title)
+            position = changed["position"]
+            positions.append(position)
+            assert changed["employee"]["jobTitle"] == title  # the payload shows it
+            assert (await employee(api, 1))["jobTitle"] == title  # so does a read after
+            seen = await employee(other, 1, min_position=position)  # another process
+            assert seen["jobTitle"] == title
+            assert (await employee(other, 1, at=position))["jobTitle"] == title
+            assert (await employee(other, 1, at=previous))["jobTitle"] == f"Cook {n - 1}"
+            previous = position
+        await feed.wait_position(positions[-1])
+        assert [item["position"] for item in feed.items] == positions  # once each
+        assert [item["employee"]["jobTitle"] for item in feed.items] == [
+            f"Cook {n}" for n in range(1, 31)]
 
 
 # 3. A Sentinel failover under load.

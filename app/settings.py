@@ -19,8 +19,9 @@ class Settings(BaseSettings):
     """Replicas queries, the change feed, read-your-writes waits and subscriptions read from
     (comma-separated; each process keeps to one). Unset: they read `redis_url`."""
     redis_sentinels: str = ""
-    """`host:port,…` of Redis Sentinels: the primary (and replicas) are found through them,
-    instead of `redis_url`, and followed across failovers."""
+    """`host:port,…` of Redis Sentinels: the primary (and replicas) are found through them and
+    followed across failovers; `redis_url`, if set, then gives only the nodes' credentials,
+    database and TLS (`rediss://`), not their address."""
     redis_sentinel_service: str = "mymaster"
     """The name the Sentinels monitor the primary under."""
     redis_sentinel_reads: Literal["replica", "primary"] = "replica"

@@ -19,8 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import BlockingConnectionPool
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.asyncio.connection import BlockingConnectionPool, parse_url
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.utils import HIREDIS_AVAILABLE
 
 from app.read_model.client import MAX_CONNECTIONS, POOL_WAIT_SECONDS, HiredisPackingConnection
@@ -104,9 +109,10 @@ def sentinel_addresses(spec: str) -> list[tuple[str, int]]:
 
 
 def open_nodes(settings: Settings, url: str | None, **options: Any) -> Nodes:
-    """The clients of `settings` (`url`: the primary's, when not found through Sentinel)."""
+    """The clients of `settings` (`url`: the primary's; with Sentinels, only its credentials,
+    database and TLS count, for the nodes Sentinel names)."""
     if settings.redis_sentinels:
-        return _through_sentinel(settings, **options)
+        return _through_sentinel(settings, url, **options)
     assert url is not None
     primary = connect_url(url, **options)
     if not settings.redis_read_url:
@@ -115,16 +121,22 @@ def open_nodes(settings: Settings, url: str | None, **options: Any) -> Nodes:
     return Nodes(primary, connect_url(read_url, **options), separate=read_url != url)
 
 
-def _through_sentinel(settings: Settings, **options: Any) -> Nodes:
+def _through_sentinel(settings: Settings, url: str | None, **options: Any) -> Nodes:
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         sentinel_addresses(settings.redis_sentinels),
         sentinel_kwargs={"socket_timeout": 2.0, "socket_connect_timeout": 2.0},
     )
+    from_url = parse_url(url) if url else {}
+    from_url.pop("host", None)
+    from_url.pop("port", None)
+    tls = from_url.pop("connection_class", None) is not None  # rediss://
     pooled: dict[str, Any] = {
         "decode_responses": True, "max_connections": MAX_CONNECTIONS,
-        "timeout": POOL_WAIT_SECONDS, **options,
+        "timeout": POOL_WAIT_SECONDS, **from_url, **options,
     }
-    if HIREDIS_AVAILABLE:
+    if tls:
+        pooled["connection_class"] = SentinelManagedSSLConnection
+    elif HIREDIS_AVAILABLE:
         pooled["connection_class"] = SentinelHiredisConnection
     else:
         pooled["connection_class"] = SentinelManagedConnection

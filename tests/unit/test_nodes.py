@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.exceptions import (
     ClusterDownError,
     ConnectionError,
@@ -51,6 +52,23 @@ async def test_a_read_url_separates_reads_from_the_primary_unless_it_is_the_prim
     finally:
         for nodes in (apart, same, alone):
             await nodes.aclose()
+
+
+async def test_with_sentinels_redis_url_gives_only_credentials_database_and_tls() -> None:
+    sentinels = Settings(redis_sentinels="127.0.0.1:26379", redis_sentinel_service="orders")
+    plain = open_nodes(sentinels, "redis://cqrs:secret@ignored-host:7000/3")
+    tls = open_nodes(sentinels, "rediss://cqrs:secret@ignored-host:7000/0")
+    try:
+        for client in (plain.primary, plain.reader):
+            kwargs = client.connection_pool.connection_kwargs
+            assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("cqrs", "secret", 3)
+            assert "host" not in kwargs and "port" not in kwargs  # Sentinel names the node
+            assert issubclass(client.connection_pool.connection_class, SentinelManagedConnection)
+        assert plain.separate and plain.primary is not plain.reader
+        assert tls.primary.connection_pool.connection_class is SentinelManagedSSLConnection
+    finally:
+        await plain.aclose()
+        await tls.aclose()
 
 
 def test_the_hub_gives_nothing_twice_when_the_feed_replays_from_further_back() -> None:

@@ -27,11 +27,12 @@ from app.projector.runner import ProjectionRunner
 from app.read_model import changes
 from app.read_model.cache import DocumentCache
 from app.read_model.changes import Batch
-from app.read_model.client import connect
 from app.read_model.hub import ChangeHub
 from app.read_model.layout import Keys
+from app.read_model.nodes import Nodes, open_nodes
 from app.read_model.pubsub import listen
 from app.read_model.redis import ReadModel
+from app.read_model.refusals import RefusalLog
 from app.read_model.waiter import CheckpointWaiter
 from app.service.handlers import CommandHandlers
 from app.service.idempotency import prune_forever
@@ -54,6 +55,7 @@ class Services:
     handlers: CommandHandlers
     runner: ProjectionRunner
     hub: ChangeHub
+    nodes: Nodes
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
@@ -87,8 +89,9 @@ async def bootstrap(
             settings.database_url, default_schema(), direct=settings.sqlite_direct
         )
         stack.push_async_callback(store.close)
-        redis = connect(url, health_check_interval=10)
-        stack.push_async_callback(redis.aclose)
+        nodes = open_nodes(settings, url, health_check_interval=10)
+        stack.push_async_callback(nodes.aclose)
+        redis = nodes.primary  # the projector's, its lease's and the append notices'
         keys = Keys(settings.redis_prefix)
         runner = ProjectionRunner(
             store, redis, keys,
@@ -99,23 +102,26 @@ async def bootstrap(
             settings.damage_check_seconds,
         )
         stack.push_async_callback(runner.close)
-        if await asyncio.to_thread(is_embedded, settings, url):  # our own file: keep it clean
+        # our own file: keep it clean
+        if bool(url) and await asyncio.to_thread(is_embedded, settings, url):
             runner.on_erasure(lambda: rewrite_append_only_file(redis))
         try:
             generation = await runner.prepare()
         except (RedisError, OSError) as error:  # the listener follows the pointer once it is up
-            log.warning("read model unavailable at start-up: %s", error)
+            if not RefusalLog("start-up").saw(error):
+                log.warning("read model unavailable at start-up: %s", error)
             generation = 0
         size = settings.document_cache_size
         cache = DocumentCache(size) if size else None
-        read_model = ReadModel(redis, keys.at(generation), cache)
+        read_model = ReadModel(nodes.reader, keys.at(generation), cache, primary=redis)
         waiter = CheckpointWaiter(read_model)
         handlers = CommandHandlers(
             store, default_schema(), max_retries=settings.command_max_retries,
             snapshot_every=settings.snapshot_every, cache_size=settings.aggregate_cache_size,
         )
         hub = ChangeHub(settings.subscription_queue_size)
-        services = Services(settings, store, redis, read_model, waiter, handlers, runner, hub)
+        services = Services(settings, store, redis, read_model, waiter, handlers, runner, hub,
+                            nodes)
         stack.push_async_callback(_cancel_all, services)
         if follow:
             _wire(services, run_projector)
@@ -150,6 +156,10 @@ def _wire(services: Services, run_projector: bool) -> None:
     runner, waiter = services.runner, services.waiter
 
     cache = services.read_model.cache
+    # Reading a replica, waits follow only that replica (its feed and its checkpoint): the
+    # primary's positions, as this process's own projector reports them, come earlier.
+    separate = services.nodes.separate
+    fed: dict[str, int] = {}  # the position of the last batch this subscription brought
 
     async def on_changes(message: str) -> None:
         position = changes.peek(message)
@@ -157,6 +167,11 @@ def _wire(services: Services, run_projector: bool) -> None:
             await waiter.advance(position)
             return
         batch = changes.parse(message)
+        # Batches of one subscription follow each other; one starting before the last ended
+        # was projected again: the node fell back (a replica resynchronised after a failover).
+        if separate and batch.from_position < fed.get("last", batch.from_position):
+            await _fell_back(services, batch.position)
+        fed["last"] = batch.position
         if batch.generation is not None:  # a rebuild switched queries to a new generation
             services.read_model.use_generation(batch.generation)
             if cache is not None:
@@ -176,9 +191,12 @@ def _wire(services: Services, run_projector: bool) -> None:
     def lost() -> None:
         if cache is not None:
             cache.stop()
+        if separate:  # the next node may be another replica, behind this one: poll it meanwhile
+            waiter.position = 0
 
     async def resync() -> None:
         """(Re)subscribed: anything published while we were away is a gap the hub must see."""
+        fed.clear()
         await services.read_model.follow_pointer()
         checkpoint = await services.read_model.checkpoint()
         if cache is not None:
@@ -188,11 +206,12 @@ def _wire(services: Services, run_projector: bool) -> None:
             services.hub.publish(Batch(checkpoint, checkpoint, [], []))
         elif known is None:
             services.hub.position = checkpoint
-        await waiter.advance(checkpoint)
+        await waiter.restart(checkpoint)  # maybe behind what was known: never answer early
 
     async def projected(position: int) -> None:
         PROJECTED_POSITION.set(position)
-        await waiter.advance(position)
+        if not separate:
+            await waiter.advance(position)
 
     def delivered(batch: Batch) -> None:
         """This process's projector's batch, ahead of the feed (which then repeats it): the
@@ -233,13 +252,24 @@ def _wire(services: Services, run_projector: bool) -> None:
         services.spawn(prune_forever(services.store, services.settings.idempotency_ttl),
                        "prune-idempotency-keys")
     services.spawn(
-        listen(services.redis, keys.changes_channel, on_changes, resync, lost), "changes"
+        listen(services.nodes.reader, keys.changes_channel, on_changes, resync, lost), "changes"
     )
     if run_projector:
         runner.on_batch(delivered)
         runner.on_checkpoint(projected)
         _follow_appends(services)
         services.spawn(runner.run(), "projector")
+
+
+async def _fell_back(services: Services, position: int) -> None:
+    """The node this process reads stands at `position`, behind what it had reached (a
+    replica resynchronised from a new primary that lost writes): waits and the cache start
+    again from there; the hub drops what it already delivered."""
+    log.warning("the redis node read fell back from %d to %d", services.waiter.position,
+                position)
+    await services.waiter.restart(position)
+    if services.read_model.cache is not None:
+        services.read_model.cache.follow(position)
 
 
 def _follow_appends(services: Services) -> None:

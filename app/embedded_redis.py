@@ -156,8 +156,8 @@ class RedisUrl:
         self._embedded: EmbeddedValkey | None = None
 
     def __enter__(self) -> str:
-        if self._settings.redis_url:
-            return self._settings.redis_url
+        if self._settings.redis_url or self._settings.redis_sentinels:  # (Sentinel names it)
+            return self._settings.redis_url or ""
         self._embedded = EmbeddedValkey(self._settings.var_dir / "valkey")
         return self._embedded.start()
 
@@ -166,8 +166,8 @@ class RedisUrl:
             self._embedded.stop()
 
     async def __aenter__(self) -> str:
-        if self._settings.redis_url:
-            return self._settings.redis_url
+        if self._settings.redis_url or self._settings.redis_sentinels:
+            return self._settings.redis_url or ""
         # starting waits until the server answers: a thread's wait, not the event loop's
         return await asyncio.to_thread(self.__enter__)
 

@@ -15,6 +15,20 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./var/events.db"
     redis_url: str | None = None
     """Unset: an embedded Valkey server is started with its data under `var_dir`/valkey."""
+    redis_read_url: str = ""
+    """Replicas queries, the change feed, read-your-writes waits and subscriptions read from
+    (comma-separated; each process keeps to one). Unset: they read `redis_url`."""
+    redis_sentinels: str = ""
+    """`host:port,…` of Redis Sentinels: the primary (and replicas) are found through them and
+    followed across failovers; `redis_url`, if set, then gives only the nodes' credentials,
+    database and TLS (`rediss://`), not their address."""
+    redis_sentinel_service: str = "mymaster"
+    """The name the Sentinels monitor the primary under."""
+    redis_sentinel_reads: Literal["replica", "primary"] = "replica"
+    """With Sentinels: whether queries read from a replica (one per process) or the primary."""
+    ready_max_lag_events: int = 0
+    """/readyz answers 503 while the read model this process reads is more than this many
+    events behind the store's head (0: no bound)."""
     redis_prefix: str = "cqrs"
     var_dir: Path = Path("var")
     read_model_wait_seconds: float = 5.0

@@ -4,8 +4,9 @@
                     [--redis-url URL]
 
 Each benchmark also runs alone: `python -m bench.NAME` (commands, appends, queries, mutations,
-projection, long_streams, limits). Every figure is the median of --repeats measurements (default 5;
---quick: tiny sizes, 1 repeat), and its baseline is measured in the same run, interleaved.
+projection, long_streams, limits, replicas). Every figure is the median of --repeats measurements
+(default 5; --quick: tiny sizes, 1 repeat), and its baseline is measured in the same run,
+interleaved.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bench.common import Figure, options, parser, progress, table
 
 BENCHES = (
     "commands", "appends", "queries", "mutations", "projection", "long_streams", "limits",
+    "replicas",
 )
 
 

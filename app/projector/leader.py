@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from app.backoff import Backoff
 from app.read_model.layout import RELEASE_LEASE, RENEW_LEASE
+from app.read_model.refusals import RefusalLog
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Lease:
         backing off while Redis is unreachable)."""
         waiting = False
         backoff = Backoff(cap=self.ttl)
+        refusals = RefusalLog("projector lease")
         while True:
             try:
                 if await self.try_acquire():
@@ -57,9 +59,11 @@ class Lease:
                              "process takes over if it stops", holder)
                     waiting = True
                 backoff.reset()
+                refusals.cleared()
                 delay = self.ttl / 6
             except (RedisError, OSError) as error:
                 delay = backoff.next_delay()
+                refusals.saw(error)
                 log.warning("projector lease unavailable: %s; retrying in %.1fs", error, delay)
             await asyncio.sleep(delay)
 

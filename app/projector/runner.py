@@ -24,6 +24,7 @@ from app.projector.loop import (
     ReadModelDamaged,
 )
 from app.read_model.layout import Keys
+from app.read_model.refusals import RefusalLog
 
 log = logging.getLogger(__name__)
 AUDIT_SAMPLE = 20  # documents and histories checked per audit
@@ -104,6 +105,7 @@ class ProjectionRunner:
 
     async def _lead(self) -> None:
         backoff = Backoff()
+        refusals = RefusalLog("projector")
         while True:
             try:
                 await self._follow()
@@ -113,13 +115,14 @@ class ProjectionRunner:
                 await self._rebuild(str(damage))
             except Exception as error:  # an outage, or a bug: never stop while holding the lease
                 delay = backoff.next_delay()
-                if isinstance(error, TRANSIENT):
+                if refusals.saw(error) or isinstance(error, TRANSIENT):
                     log.warning("projector paused: %s; retrying in %.1fs", error, delay)
                 else:
                     log.exception("projector failed; retrying in %.1fs", delay)
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
+            refusals.cleared()
 
     async def _follow(self) -> None:
         """Project the active generation live; raises when it is switched or damaged."""

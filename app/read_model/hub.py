@@ -104,6 +104,8 @@ class ChangeHub:
             self.interrupt(f"changes between {self.position} and {batch.from_position} were missed")
         if self.position is not None and batch.position <= self.position:
             return  # already delivered (a replayed message)
+        if self.position is not None and batch.from_position < self.position:
+            batch = _after(batch, self.position)  # projected again after a failover: only the new
         self.position = batch.position
         for subscriber in list(self._subscribers):
             subscriber.offer(batch)
@@ -117,3 +119,9 @@ class ChangeHub:
         for subscriber in list(self._subscribers):
             if not subscriber.heals_gaps:
                 subscriber.close(reason)
+
+
+def _after(batch: Batch, position: int) -> Batch:
+    """The part of `batch` after `position` (what subscribers have not been given yet)."""
+    return Batch(position, batch.position, [c for c in batch.changes if c.position > position],
+                 [e for e in batch.events if e["position"] > position], batch.generation)

@@ -114,6 +114,7 @@ class Keys:
         self.leader = f"{base}:projector:leader"
         self.rebuilding = f"{base}:rebuilding"
         self.unbuilt = f"{base}:unbuilt"  # a generation created empty over a non-empty log
+        self.fence = f"{base}:fence"  # written before WAIT: what replicas must have reached
 
     def at(self, generation: int) -> Keys:
         """The keys of generation `generation` of this read model."""

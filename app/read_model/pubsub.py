@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from app.backoff import Backoff
+from app.read_model.refusals import RefusalLog
 
 log = logging.getLogger(__name__)
 Handler = Callable[[str], Awaitable[None]]
@@ -24,6 +25,7 @@ async def listen(
     have missed while no subscription was active; `on_lost` runs as soon as one is lost.
     """
     backoff = Backoff()
+    refusals = RefusalLog(f"change listener on {channel}")
     while True:
         _raise_if_cancelled()
         try:
@@ -32,6 +34,7 @@ async def listen(
                 _raise_if_cancelled()
                 await on_reconnect()
                 backoff.reset()
+                refusals.cleared()
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         await handler(message["data"])
@@ -41,6 +44,7 @@ async def listen(
             if on_lost is not None:
                 on_lost()
             delay = backoff.next_delay()
+            refusals.saw(exc)
             log.warning("subscription to %s lost (%s); retrying in %.1fs", channel, exc, delay)
             await asyncio.sleep(delay)
 

@@ -3,16 +3,19 @@ constant number of round trips."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 
 from app.projections.documents import Doc, Entity, micros
 from app.read_model.cache import DocumentCache
 from app.read_model.layout import LATEST_AT, RAISE_TO, Keys, document, historic, parked_event
+from app.read_model.refusals import CLUSTER, READ_ONLY, explain
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +30,17 @@ def _docs(raw: Sequence[Any]) -> list[Doc | None]:
 
 
 class ReadModel:
-    def __init__(self, redis: Redis, keys: Keys, cache: DocumentCache | None = None) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, cache: DocumentCache | None = None,
+        primary: Redis | None = None,
+    ) -> None:
+        """Reads go to `redis`; the head notices to `primary` (by default the same node)."""
         self._redis = redis
+        self.primary = redis if primary is None else primary
         self.keys = keys
         self.cache = cache
         self._latest_at = redis.register_script(LATEST_AT)
-        self._raise_to = redis.register_script(RAISE_TO)
+        self._raise_to = self.primary.register_script(RAISE_TO)
 
     def use_generation(self, generation: int) -> None:
         """Read generation `generation` from now on (after a rebuild switched to it)."""
@@ -145,5 +153,35 @@ class ReadModel:
         )
         return int(str(hit[0])) if hit else 0
 
-    async def ping(self) -> bool:
-        return bool(await self._redis.ping())
+    async def replicated(self, position: int, seconds: float) -> bool:
+        """True once every replica connected to the primary holds what the primary holds now
+        (so no process reading any replica can answer from before it); False after `seconds`.
+        A write, then WAIT on the same connection: WAIT counts the replicas that acknowledged
+        that connection's last write, and the replication stream is in order. Without
+        replicas (or with an ACL denying INFO): True at once."""
+        try:
+            replicas = int((await self.primary.info("replication")).get("connected_slaves", 0))
+        except NoPermissionError:
+            return True
+        if not replicas:
+            return True
+        async with self.primary.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.fence, position)
+            pipe.execute_command("WAIT", replicas, max(int(seconds * 1000), 1))
+            _done, acknowledged = await pipe.execute()
+        return int(acknowledged) >= replicas
+
+    async def readiness(self) -> str | None:
+        """None when this process can answer queries and write its notices, else why not: the
+        node it reads must serve a real key (a Cluster node answers PING but refuses keys with
+        MOVED) and not be a cluster node; the primary must take writes (not a replica). An ACL
+        that denies INFO or ROLE leaves that check out; the key is always read."""
+        await self._redis.get(self.keys.checkpoint)
+        with contextlib.suppress(NoPermissionError):
+            if int((await self._redis.info("cluster")).get("cluster_enabled", 0)):
+                return explain(CLUSTER, "cluster_enabled:1")
+        with contextlib.suppress(NoPermissionError):
+            role = await self.primary.execute_command("ROLE")  # type: ignore[no-untyped-call]
+            if str(role[0]) != "master":
+                return explain(READ_ONLY, f"ROLE {role[0]}")
+        return None

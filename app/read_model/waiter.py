@@ -37,6 +37,14 @@ class CheckpointWaiter:
                 if not future.done():
                     future.set_result(None)
 
+    async def restart(self, position: int) -> None:
+        """The node read now stands at `position`, perhaps BEHIND what was known (another
+        replica, or one that lost writes in a failover): from now on waits count from there, so
+        none is answered before that node holds its position."""
+        if position < self.position:
+            self.position = position
+        await self.advance(position)
+
     async def wait_for(self, position: int, seconds: float) -> bool:
         """True once the read model holds `position`; False if `seconds` pass first."""
         loop = asyncio.get_running_loop()

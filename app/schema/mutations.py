@@ -194,6 +194,20 @@ ForgetEmployeeResult = Annotated[
 ]
 
 
+async def _on_every_replica(info: Info, position: int) -> None:
+    """Before an erasure answers: every Redis replica holds it, whichever one a process reads
+    (the payload itself waited only for the node this process reads)."""
+    services = info.context.services
+    bound = services.settings.read_model_wait_seconds
+    try:
+        if await services.read_model.replicated(position, bound):
+            return
+        log.warning("an erasure at %d did not reach every Redis replica within %ss",
+                    position, bound)
+    except (RedisError, OSError) as error:
+        log.warning("could not wait for the Redis replicas: %s", error)
+
+
 async def execute(
     info: Info,
     handler: Callable[[C, CommandContext], Awaitable[CommandResult]],
@@ -372,4 +386,5 @@ class Mutation:
         )
         if not isinstance(outcome, CommandResult):
             return outcome  # type: ignore[no-any-return]
+        await _on_every_replica(info, outcome.position)
         return ForgetEmployeePayload(employee_id=outcome.entity_id, position=outcome.position)

@@ -17,6 +17,7 @@ from app.observability import (
     PROJECTION_LAG_SECONDS,
     exposition,
 )
+from app.read_model.refusals import explain, refusal
 
 # The name these lines carried before app/main.py became app/web/: log filters match on it.
 log = logging.getLogger("app.main")
@@ -28,20 +29,46 @@ async def healthz(_request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """200 when the event store and Redis both answer, else 503; the body says which did."""
+    """200 while this process can answer queries, else 503 with the reason: the event store
+    answers; the Redis node it reads serves its keys (not a Cluster node refusing them with
+    MOVED), the primary takes writes (not READONLY), and, with READY_MAX_LAG_EVENTS, the read
+    model is at most that many events behind."""
     services: Services = request.app.state.services
     checks = {"event_store": False, "redis": False}
+    reasons: list[str] = []
+    head = 0
     try:
-        await services.store.head_position()
+        head = await services.store.head_position()
         checks["event_store"] = True
     except Exception as exc:
         log.warning("readiness: event store unreachable: %s", exc)
+        reasons.append("the event store is unreachable")
     try:
-        checks["redis"] = await services.read_model.ping()
+        refused = await services.read_model.readiness()
+        if refused is None:
+            checks["redis"] = True
+        else:
+            reasons.append(refused)
     except Exception as exc:
-        log.warning("readiness: redis unreachable: %s", exc)
+        kind = refusal(exc)
+        reason = explain(kind, exc) if kind is not None else f"redis unreachable: {exc}"
+        log.warning("readiness: %s", reason)
+        reasons.append(reason)
+    bound = services.settings.ready_max_lag_events
+    if bound and checks["event_store"] and checks["redis"]:
+        try:
+            behind = head - await services.read_model.checkpoint()
+        except Exception as exc:
+            behind, reasons = bound + 1, [*reasons, f"redis unreachable: {exc}"]
+        if behind > bound:
+            checks["redis"] = False
+            reasons.append(f"the read model is {behind} events behind (READY_MAX_LAG_EVENTS "
+                           f"is {bound})")
     ready = all(checks.values())
-    return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+    body: dict[str, object] = {"ready": ready, **checks}
+    if reasons:
+        body["reasons"] = reasons
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def metrics(request: Request) -> Response:

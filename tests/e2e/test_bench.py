@@ -22,7 +22,7 @@ BENCHES = ["commands", "appends", "projection", "long_streams", "limits"]
 
 def test_the_quick_benchmark_suite_prints_its_table() -> None:
     pytest.importorskip("eventsourcing", reason="the bench extra: pip install -e '.[bench]'")
-    benches = [*BENCHES, "queries", "mutations"] if shutil.which("wrk") else BENCHES
+    benches = [*BENCHES, "queries", "mutations", "replicas"] if shutil.which("wrk") else BENCHES
     env = {**os.environ, "LOG_LEVEL": "WARNING"}
     test_postgres = os.environ.get("TEST_POSTGRES_URL", "")
     # A database of its own beside the test one (created if missing): the bench drops tables.

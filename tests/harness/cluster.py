@@ -113,10 +113,15 @@ def _terminate(process: subprocess.Popen[bytes]) -> int | None:
 
 
 class RedisServer:
-    """A private redis-server without persistence: a restart brings it back empty."""
+    """A private redis-server without persistence: a restart brings it back empty. `args` are
+    added to its command line; `config` is a configuration file it starts from (a Sentinel's)."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(
+        self, work_dir: Path, args: Sequence[str] = (), config: Path | None = None
+    ) -> None:
         self.binary = require_binary(REDIS_SERVER)
+        self.args = list(args)
+        self.config = config
         self.dir = work_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -138,9 +143,10 @@ class RedisServer:
         log = (self.dir / f"redis-{self.starts}.log").open("wb")
         with log:
             self.process = subprocess.Popen(
-                [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
+                [str(self.binary), *([str(self.config)] if self.config else []),
+                 "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-                 "--daemonize", "no"],
+                 "--daemonize", "no", *self.args],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + START_SECONDS

@@ -121,9 +121,9 @@ def _spawn(
 
 def start_server(
     work_dir: Path, redis_url: str | None = None, extra_env: Mapping[str, str] | None = None,
-    extra_args: Sequence[str] = (),
+    extra_args: Sequence[str] = (), ready: bool = True,
 ) -> RunningServer:
-    """Start `python -m app serve` and return once /healthz and /readyz both answer 200.
+    """Start `python -m app serve` and return once /healthz and (`ready`) /readyz answer 200.
 
     `extra_args` go to `serve` (for example `--no-projector`).
     """
@@ -133,16 +133,16 @@ def start_server(
     process = _spawn(work_dir, args, log_path, redis_url, extra_env)
     server = RunningServer(process, port, work_dir, log_path)
     try:
-        _wait_until_ready(server)
+        _wait_until_ready(server, ready)
     except BaseException:
         stop_server(server, check=False)
         raise
     return server
 
 
-def _wait_until_ready(server: RunningServer) -> None:
+def _wait_until_ready(server: RunningServer, ready: bool = True) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    pending = ["/healthz", "/readyz"]
+    pending = ["/healthz", "/readyz"] if ready else ["/healthz"]
     with httpx.Client(base_url=server.base_url, timeout=2.0) as client:
         while pending:
             if server.process.poll() is not None:
@@ -193,9 +193,9 @@ def stop_server(server: RunningServer, check: bool = True) -> None:
 @contextmanager
 def running_server(
     work_dir: Path, redis_url: str | None = None, extra_env: Mapping[str, str] | None = None,
-    extra_args: Sequence[str] = (),
+    extra_args: Sequence[str] = (), ready: bool = True,
 ) -> Iterator[RunningServer]:
-    server = start_server(work_dir, redis_url, extra_env, extra_args)
+    server = start_server(work_dir, redis_url, extra_env, extra_args, ready)
     try:
         yield server
     finally:

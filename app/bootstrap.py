@@ -162,7 +162,7 @@ def _wire(services: Services, run_projector: bool) -> None:
     fed: dict[str, int] = {}  # the position of the last batch this subscription brought
 
     async def on_changes(message: str) -> None:
-        position = changes.peek(message)
+        position = None if separate else changes.peek(message)
         if position is not None and _delivered(position):  # by this process's projector
             await waiter.advance(position)
             return
@@ -255,7 +255,8 @@ def _wire(services: Services, run_projector: bool) -> None:
         listen(services.nodes.reader, keys.changes_channel, on_changes, resync, lost), "changes"
     )
     if run_projector:
-        runner.on_batch(delivered)
+        if not separate:  # reading a replica, the cache and subscribers follow its feed alone
+            runner.on_batch(delivered)
         runner.on_checkpoint(projected)
         _follow_appends(services)
         services.spawn(runner.run(), "projector")

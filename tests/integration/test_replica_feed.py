@@ -26,7 +26,7 @@ def notice(start: int, end: int, employee_id: int) -> bytes:
     """The change message of a batch (start, end] changing one employee's title at `end`."""
     change = Change(end, "UPDATED", "employee", employee_id,
                     {"id": employee_id, "job_title": f"T{end}"})
-    return changes.encode(start, end, [change], [], orjson.dumps)
+    return changes.encode(changes.Batch(start, end, [change], []), orjson.dumps)
 
 
 async def test_waits_follow_the_replica_and_go_back_with_it(

@@ -86,10 +86,12 @@ def plan(
     known: dict[str, IdempotencyRecord],
     stored: dict[str, int],
     head: tuple[int, dt.datetime] | None,
+    now: dt.datetime | None = None,
 ) -> Plan:
-    """Each request checked and placed in order, as if appended one after the other."""
+    """Each request checked and placed in order, as if appended one after the other; recorded
+    at `now` (default: the clock) or the head's time if later."""
     position = head[0] if head else 0
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     if head is not None and head[1] > now:
         now = head[1]
     result = Plan(before=dict(stored))

@@ -52,11 +52,9 @@ CREATE OR REPLACE FUNCTION append_group(
     p_streams text[], p_versions int[],
     p_commands text[], p_known text[],
     p_keyed text[], p_keys text[],
-    e_position bigint[], e_stream text[], e_version int[], e_type text[], e_schema int[],
-    e_data text[], e_metadata text[], e_commit bigint[],
+    p_events text, p_records text,
     k_stream text[], k_key text[],
-    s_stream text[], s_category text[], s_number bigint[], s_version int[],
-    c_key text[], c_command text[], c_fingerprint text[], c_result text[], c_commit bigint[]
+    s_stream text[], s_category text[], s_number bigint[], s_version int[]
 ) RETURNS TABLE (o_head bigint, o_at timestamptz, o_versions text, o_known text, o_keys text)
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -91,18 +89,18 @@ BEGIN
     INSERT INTO personal_data_keys (stream_id, key) SELECT * FROM unnest(k_stream, k_key);
     INSERT INTO events (position, stream_id, version, type, schema_version, data, metadata,
                         recorded_at, commit_position)
-    SELECT head + x.position, x.stream_id, x.version, x.type, x.schema_version, x.data::jsonb,
-           x.metadata::jsonb, at, head + x.commit_position
-    FROM unnest(e_position, e_stream, e_version, e_type, e_schema, e_data, e_metadata, e_commit)
-         AS x(position, stream_id, version, type, schema_version, data, metadata,
-              commit_position);
+    SELECT head + x.position, x.stream_id, x.version, x.type, x.schema_version, x.data,
+           x.metadata, at, head + x.commit_position
+    FROM jsonb_to_recordset(p_events::jsonb)
+         AS x(position bigint, stream_id text, version int, type text, schema_version int,
+              data jsonb, metadata jsonb, commit_position bigint);
     INSERT INTO streams (stream_id, category, number, version)
     SELECT * FROM unnest(s_stream, s_category, s_number, s_version)
     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version;
     INSERT INTO idempotency_keys (key, command, fingerprint, result, commit_position, recorded_at)
-    SELECT x.key, x.command, x.fingerprint, x.result::jsonb, head + x.commit_position, at
-    FROM unnest(c_key, c_command, c_fingerprint, c_result, c_commit)
-         AS x(key, command, fingerprint, result, commit_position);
+    SELECT x.key, x.command, x.fingerprint, x.result, head + x.commit_position, at
+    FROM jsonb_to_recordset(p_records::jsonb)
+         AS x(key text, command text, fingerprint text, result jsonb, commit_position bigint);
     RETURN QUERY SELECT head, at, NULL::text, NULL::text, NULL::text;
 END
 $fn$
@@ -110,7 +108,7 @@ $fn$
 """Check a group's assumptions under the append lock; if they hold, write it and return the
 head it was placed after, else return the stored versions, idempotency records and keys."""
 
-CALL = "SELECT * FROM append_group(" + ", ".join(f"${n}" for n in range(1, 27)) + ")"
+CALL = "SELECT * FROM append_group(" + ", ".join(f"${n}" for n in range(1, 16)) + ")"
 LOCK = sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY))
 Erase = Callable[[AsyncConnection, str], Awaitable[None]]
 
@@ -146,10 +144,6 @@ def stored_state(row: Any) -> Stored:
          for r in orjson.loads(row["o_known"])},
         orjson.loads(row["o_keys"]),
     )
-
-
-def json_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 class PgAppender:
@@ -206,42 +200,30 @@ class PgAppender:
     async def _call(self, raw: Any, group: list[Request], stored: Stored) -> Plan | Stored:
         """One call of `append_group` for `group` planned on `stored`: the plan as written
         (positions after the head), or the stored state when `stored` was wrong."""
-        now = dt.datetime.now(dt.UTC)
-        decided = plan(group, dict(stored.known), stored.versions, None, now)
+        decided = plan(group, dict(stored.known), stored.versions, None)
         sealed, new_keys = self._sealer.seal(
             decided.rows, {s: k for s, k in stored.keys.items()
                            if s in streams_needing_keys(decided.rows)})
-        row = await raw.fetchrow(CALL, *arguments(group, stored, decided, sealed, new_keys, now))
+        row = await raw.fetchrow(CALL, *arguments(group, stored, decided, sealed, new_keys))
         if row["o_head"] is None:
             return stored_state(row)
-        return plan(group, dict(stored.known), stored.versions, (row["o_head"], row["o_at"]),
-                    row["o_at"])
+        return decided.placed(row["o_head"], row["o_at"])
 
 
 def arguments(
     group: list[Request], stored: Stored, decided: Plan, sealed: list[dict[str, Any]],
-    new_keys: list[tuple[str, str]], now: dt.datetime,
+    new_keys: list[tuple[str, str]],
 ) -> list[Any]:
-    """`append_group`'s parameters: the assumptions, then the rows, as one array per column."""
+    """`append_group`'s parameters: the assumptions, the events and idempotency records as JSON
+    (one document each: cheaper to encode than an array per column), the keys and streams."""
     streams, keyed, changed = expected_streams(group), sealed_streams(group), decided.changed()
-    metadata: dict[int, str] = {}  # the rows of one request share its metadata: encode it once
     return [
-        now,
+        dt.datetime.now(dt.UTC),
         streams, [stored.versions.get(s, 0) for s in streams],
         idempotency_keys(group), list(stored.known),
         keyed, [stored.keys.get(s) for s in keyed],
-        [r["position"] for r in sealed], [r["stream_id"] for r in sealed],
-        [r["version"] for r in sealed], [r["type"] for r in sealed],
-        [r["schema_version"] for r in sealed], [json_text(r["data"]) for r in sealed],
-        [metadata.get(id(r["metadata"])) or metadata.setdefault(id(r["metadata"]),
-                                                                json_text(r["metadata"]))
-         for r in sealed],
-        [r["commit_position"] for r in sealed],
+        orjson.dumps(sealed).decode(), orjson.dumps(decided.command_rows).decode(),
         [s for s, _ in new_keys], [k for _, k in new_keys],
         changed, [split_stream_id(s)[0] for s in changed], [split_stream_id(s)[1] for s in changed],
         [decided.after[s] for s in changed],
-        [c["key"] for c in decided.command_rows], [c["command"] for c in decided.command_rows],
-        [c["fingerprint"] for c in decided.command_rows],
-        [json_text(c["result"]) for c in decided.command_rows],
-        [c["commit_position"] for c in decided.command_rows],
     ]

@@ -5,12 +5,15 @@ statements (lock, versions, head, insert events, update streams, commit), each a
 the group is planned in Python (`plan`, app/event_store/group_commit.py) before any round trip, on
 assumptions the function checks under the lock: each stream is at the version the group's first
 request naming it expects, none of the group's idempotency keys is recorded, no stream of a sealed
-event has a personal-data key. When they hold (the common case) the function takes positions
-from the head, writes the events, keys, stream versions and idempotency records, and returns the
-head it started from: one statement in its own transaction, so no BEGIN or COMMIT round trip
-either. When they do not (a conflict, a retried command, a key), it writes nothing and returns
-what is stored; the writer then takes the lock in a transaction, plans again on that and calls
-again, so `plan` still decides every request in order, from the stored state, exactly as on SQLite.
+event has a personal-data key. The events and idempotency records go as one JSON document each
+(orjson encodes a group faster than asyncpg encodes an array per column), the rest as arrays.
+When the assumptions hold (the common case) the function takes positions from the head, writes
+the events, keys, stream versions and idempotency records, and returns the head it started from
+(`Plan.placed` moves the plan there): one statement in its own transaction, so no BEGIN or
+COMMIT round trip either; asyncpg prepares it once per connection. When they do not (a conflict,
+a retried command, a key), it writes nothing and returns what is stored; the writer then takes
+the lock in a transaction, plans again on that and calls again, so `plan` still decides every
+request in order, from the stored state, exactly as on SQLite.
 A PL/pgSQL function rather than one statement: each statement in it takes its snapshot after the
 lock was granted, so it sees the previous group's commit.
 

@@ -204,9 +204,9 @@ class PgAppender:
         """One call of `append_group` for `group` planned on `stored`: the plan as written
         (positions after the head), or the stored state when `stored` was wrong."""
         decided = plan(group, dict(stored.known), stored.versions, None)
+        needing = streams_needing_keys(decided.rows)  # as SQLite's path: only those look keys up
         sealed, new_keys = self._sealer.seal(
-            decided.rows, {s: k for s, k in stored.keys.items()
-                           if s in streams_needing_keys(decided.rows)})
+            decided.rows, {s: stored.keys[s] for s in needing if s in stored.keys})
         row = await raw.fetchrow(CALL, *arguments(group, stored, decided, sealed, new_keys))
         if row["o_head"] is None:
             return stored_state(row)

@@ -285,10 +285,13 @@ class SqlAlchemyEventStore(GroupCommitStore):
 
     @contextlib.asynccontextmanager
     async def _sql(self, begin: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection (in a transaction with `begin`); a lost database raises
-        StoreUnavailable."""
+        """A pooled connection (in a transaction with `begin`, else in autocommit: each read is
+        one statement, or chunks that need no common snapshot, so a BEGIN and a ROLLBACK would be
+        two round trips for nothing); a lost database raises StoreUnavailable."""
         try:
             async with self.engine.begin() if begin else self.engine.connect() as conn:
+                if not begin:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield conn
         except Exception as exc:
             if lost_connection(exc):

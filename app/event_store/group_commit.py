@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.domain.schema import EventSchema
@@ -71,6 +71,28 @@ class Plan:
     def changed(self) -> list[str]:
         """Streams the group creates or advances."""
         return [s for s in self.after if self.after[s] != self.before.get(s)]
+
+    def placed(self, head: int, at: dt.datetime) -> Plan:
+        """This plan, made with no head (positions from 1), moved to follow `head` and recorded
+        at `at` (for a store that learns the head only as it writes; rows changed in place)."""
+        for row in self.rows:
+            row["position"] += head
+            row["commit_position"] += head
+            row["recorded_at"] = at
+        ours = set()
+        for command in self.command_rows:
+            command["commit_position"] += head
+            command["recorded_at"] = at
+            ours.add(command["key"])
+        for n, outcome in enumerate(self.outcomes):
+            if isinstance(outcome, AppendResult):
+                self.outcomes[n] = AppendResult(
+                    outcome.first_position + head, outcome.last_position + head, at)
+            elif isinstance(outcome, DuplicateCommand) and outcome.record.key in ours:
+                record = outcome.record  # a twin of an append in this group: placed with it
+                self.outcomes[n] = DuplicateCommand(
+                    replace(record, commit_position=record.commit_position + head))
+        return self
 
 
 def idempotency_keys(group: Sequence[Request]) -> list[str]:

@@ -1,8 +1,9 @@
 """The event store on SQLAlchemy async Core: PostgreSQL (asyncpg), and SQLite through aiosqlite.
 
-Appends go through the group commit (app/event_store/group_commit.py); here each group is one
-transaction that takes the append lock first (PostgreSQL: a transaction-scoped advisory lock;
-SQLite: BEGIN IMMEDIATE), so positions are taken as head + 1 by one writer at a time.
+Appends go through the group commit (app/event_store/group_commit.py). On PostgreSQL a group is
+one call of a server-side function that takes a transaction-scoped advisory lock, checks and writes
+(app/event_store/pg_append.py); on SQLite it is one BEGIN IMMEDIATE transaction. Either way
+positions are taken as head + 1 by one writer at a time.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from app.event_store.keys import (
     streams_needing_keys,
 )
 from app.event_store.migrations import upgrade_engine, upgrade_file, verify_engine
+from app.event_store.pg_append import PgAppender
 from app.event_store.sqlite import PRUNE_ROWS, file_of
 from app.event_store.tables import (
     commands,
@@ -54,7 +56,6 @@ from app.event_store.tables import (
     streams,
 )
 
-APPEND_LOCK_KEY = 0x45_56_45_4E_54  # the PostgreSQL advisory lock that serialises appends
 UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, sqlite3.OperationalError)
 LOST_SQLSTATES = ("08", "57P")  # connection exception; operator intervention (server shutting down)
 try:
@@ -64,16 +65,21 @@ try:
         _pg.PostgresConnectionError, _pg.OperatorInterventionError, _pg.InternalClientError,
         _pg.InterfaceError,
     )
+    PG_UNIQUE: tuple[type[BaseException], ...] = (_pg.IntegrityConstraintViolationError,)
 except ImportError:  # SQLite only
-    PG_LOST = ()
+    PG_LOST = PG_UNIQUE = ()
+FOREIGN: tuple[type[BaseException], ...] = (sa.exc.IntegrityError, *PG_UNIQUE)
 
 
 def lost_connection(exc: BaseException) -> bool:
     """Whether `exc` means the database went away (a retry later may succeed), not a bad query.
 
     Besides the DBAPI's OperationalError/InterfaceError, asyncpg reports a server shutting down
-    or a connection broken mid-operation as plain DBAPIErrors; its SQLSTATE or cause tells."""
-    if isinstance(exc, UNAVAILABLE):
+    or a connection broken mid-operation as plain DBAPIErrors; its SQLSTATE or cause tells
+    (raised by asyncpg itself, on the append path: its own class or SQLSTATE)."""
+    if isinstance(exc, UNAVAILABLE + PG_LOST):
+        return True
+    if PG_LOST and str(getattr(exc, "sqlstate", None) or "").startswith(LOST_SQLSTATES):
         return True
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
@@ -156,6 +162,7 @@ class SqlAlchemyEventStore(GroupCommitStore):
         super().__init__(schema)
         self.engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._appender = PgAppender(engine, self._sealer, self._erase) if self._postgres else None
 
     @classmethod
     async def open(cls, url: str, schema: EventSchema) -> SqlAlchemyEventStore:
@@ -170,15 +177,19 @@ class SqlAlchemyEventStore(GroupCommitStore):
 
     async def close(self) -> None:
         await self._finish_writes()
+        if self._appender is not None:
+            await self._appender.close()
         await self.engine.dispose()
 
     async def _write_group(self, group: list[Request]) -> Plan:
         try:
+            if self._appender is not None:
+                return await self._appender.write(group)
             async with self.engine.connect() as conn:
                 conn = await conn.execution_options(sqlite_immediate=True)
                 async with conn.begin():
                     return await self._append_group(conn, group)
-        except sa.exc.IntegrityError as exc:
+        except FOREIGN as exc:
             raise ForeignWrite(str(exc)) from exc
         except Exception as exc:
             if lost_connection(exc):
@@ -186,8 +197,7 @@ class SqlAlchemyEventStore(GroupCommitStore):
             raise
 
     async def _append_group(self, conn: AsyncConnection, group: list[Request]) -> Plan:
-        if self._postgres:
-            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
+        """SQLite (in BEGIN IMMEDIATE): look up, plan, seal and write the group."""
         known = await self._find_commands(conn, idempotency_keys(group))
         stored = await self._versions(conn, expected_streams(group))
         head = (
@@ -286,10 +296,13 @@ class SqlAlchemyEventStore(GroupCommitStore):
 
     @contextlib.asynccontextmanager
     async def _sql(self, begin: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection (in a transaction with `begin`); a lost database raises
-        StoreUnavailable."""
+        """A pooled connection (in a transaction with `begin`, else in autocommit: each read is
+        one statement, or chunks that need no common snapshot, so a BEGIN and a ROLLBACK would be
+        two round trips for nothing); a lost database raises StoreUnavailable."""
         try:
             async with self.engine.begin() if begin else self.engine.connect() as conn:
+                if not begin:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield conn
         except Exception as exc:
             if lost_connection(exc):

@@ -252,3 +252,26 @@ async def test_a_rebuild_that_applies_an_erasure_tells_the_erasure_listeners_onc
     generations.on_erasure(listener)
     await generations.rebuild("test")
     assert told == [1]
+
+
+async def test_a_later_sealed_event_takes_its_streams_key_and_an_erased_stream_a_new_one(
+    store: EventStore, store_url: str
+) -> None:
+    """Another process's store (which never saw the stream) seals under the stored key; after
+    the erasure destroyed it, a new sealed event gets a new key and the old rows stay shut."""
+    other = await open_store(store_url, default_schema())
+    try:
+        await store.append([hired(1, "Ana", "First")], {"employee-1": 0})
+        key = await stored_key(store_url, "employee-1")
+        await other.append([hired(1, "Ana", "Second")], {"employee-1": 1})
+        assert await stored_key(store_url, "employee-1") == key
+        assert [e.data["last_name"] for e in await store.read_stream("employee-1")] == [
+            "First", "Second"]
+        await other.append([erasure(1)], {"employee-1": 2})
+        await store.append([hired(1, "Ana", "Third")], {"employee-1": 3})
+        read = await other.read_stream("employee-1")
+        assert [e.data.get("last_name") for e in read] == [None, None, None, "Third"]
+        if key is not None:
+            assert await stored_key(store_url, "employee-1") not in (None, key)
+    finally:
+        await other.close()

@@ -312,6 +312,7 @@ async def test_a_group_commits_the_good_appends_and_refuses_only_the_stale_ones(
 
 
 async def test_an_idempotency_key_used_twice_in_one_group_writes_once(store: EventStore) -> None:
+    await store.append([tick("z-1")], {"z-1": 0})  # the group follows a head: positions move
     first = IdempotencyRecord("key-1", "Cmd", "f" * 64, {"entity": "a", "id": 1})
     outcomes = await asyncio.gather(
         store.append([tick("a-1")], {"a-1": 0}, idempotency=first),
@@ -322,12 +323,12 @@ async def test_an_idempotency_key_used_twice_in_one_group_writes_once(store: Eve
     done, duplicate, other = outcomes
     assert not isinstance(done, BaseException) and not isinstance(other, BaseException)
     assert isinstance(duplicate, DuplicateCommand)
-    assert duplicate.record.commit_position == done.last_position == 1
+    assert duplicate.record.commit_position == done.last_position == 2
     assert duplicate.record.result == {"entity": "a", "id": 1}
-    assert other.last_position == 2
-    assert [e.stream_id for e in await store.read_all()] == ["a-1", "c-1"]
+    assert other.last_position == 3
+    assert [e.stream_id for e in await store.read_all()] == ["z-1", "a-1", "c-1"]
     found = await store.find_command("key-2")
-    assert found is not None and found.commit_position == 2
+    assert found is not None and found.commit_position == 3
 
 
 @pytest.mark.parametrize("kind", SQL_STORES)

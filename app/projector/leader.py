@@ -85,21 +85,46 @@ class Lease:
                     log.warning("could not release the projector lease: %s", error)
 
     async def _keep(self, lost: asyncio.Event) -> None:
+        """Renew every third of the lease, counted from when the last renewal was sent, and
+        wait for each answer for as long as the lease lasts as far as this process knows: a
+        slow reply that arrives is as good as a quick one (the next renewal is not held back
+        by it). Without an answer for two thirds of the lease, Redis is asked once more (see
+        `_renewed_at_last`); the lease is lost only when Redis says so or cannot say in time."""
         loop = asyncio.get_running_loop()
-        renewed = loop.time()
+        renewed = loop.time()  # when the last renewal that Redis confirmed was sent
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            await asyncio.sleep(max(renewed + self.ttl / 3 - loop.time(), 0.0))
+            sent = loop.time()
             try:
                 kept = await asyncio.wait_for(
-                    self._renew(keys=[self._key], args=[self.token, self._ttl_ms]), self.ttl / 3
+                    self._renew(keys=[self._key], args=[self.token, self._ttl_ms]),
+                    max(renewed + self.ttl - sent, self.ttl / 3),
                 )
             except (RedisError, OSError, TimeoutError) as error:
                 if loop.time() - renewed < self.ttl * 2 / 3:
                     log.warning("could not renew the projector lease yet: %s", error)
+                    await asyncio.sleep(self.ttl / 30)
                     continue
-                kept = 0  # it has (almost) expired: assume another process may hold it now
+                kept = await self._renewed_at_last()
+                sent = loop.time()
             if not kept:
                 log.warning("projector lease lost")
                 lost.set()
                 return
-            renewed = loop.time()
+            renewed = sent
+
+    async def _renewed_at_last(self) -> int:
+        """One more renewal, given the whole lease period: 1 if Redis still held our token.
+
+        Renewals late for most of the period are not proof the lease is gone: this process's
+        own loop may have stalled (thousands of sockets closing at once) while Redis still held
+        the token. Redis decides; only when it does not answer in time either is the lease taken
+        as lost (another process may hold it by now).
+        """
+        try:
+            return int(await asyncio.wait_for(
+                self._renew(keys=[self._key], args=[self.token, self._ttl_ms]), self.ttl
+            ))
+        except (RedisError, OSError, TimeoutError) as error:
+            log.warning("could not renew the projector lease in time: %s", error)
+            return 0

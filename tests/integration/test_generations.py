@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from app.event_store.base import EventStore
 from app.projector.generations import Generations
 from app.projector.leader import Lease
 from app.projector.runner import ProjectionRunner
-from app.read_model.layout import Keys
+from app.read_model.layout import RENEW_LEASE, Keys
 from app.read_model.redis import ReadModel
 from tests.harness.projection_support import (
     command_handlers,
@@ -32,6 +33,7 @@ from tests.harness.projection_support import (
     project_fully,
     workload,
 )
+from tests.harness.replication import DelayProxy, start_primary, stopping, sync_client
 
 SECONDS = 30.0  # bound on every wait; reaching it fails the test
 GRACE = 0.3
@@ -280,3 +282,23 @@ async def test_a_standby_takes_the_lease_of_a_dead_holder_once_it_expires(
         assert await redis.get(keys.leader) == standby.lease.token
     # then it led as soon as the dead holder's lease ran out (1 s), not before
     assert 0.8 <= took < 2.5, took
+
+
+async def test_a_lease_whose_renewals_are_slow_but_arrive_is_kept(tmp_path: Path) -> None:
+    # given a lease of 1.5 s held through a link that delays every reply by 0.6 s: longer than
+    # a renewal is waited for (0.5 s), shorter than the lease
+    primary = start_primary(tmp_path / "primary")
+    with stopping(primary), DelayProxy(primary.port, 0.6) as slow:
+        sync_client(primary.port).script_load(RENEW_LEASE)  # as in a server that renewed before
+        client = Redis(port=slow.port, decode_responses=True)
+        lease = Lease(client, "lease-under-test", ttl=1.5)
+        await lease.acquire()
+        try:
+            # when it is held for several lease periods
+            async with lease.held() as lost:
+                await asyncio.sleep(5.0)
+                # then Redis, asked again, still has it as ours: it is never taken as lost
+                assert not lost.is_set()
+                assert sync_client(primary.port).get("lease-under-test") == lease.token
+        finally:
+            await client.aclose()

@@ -32,6 +32,7 @@ import statistics
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -170,7 +171,8 @@ async def probe(client: httpx.AsyncClient, url: str, stop: asyncio.Event) -> lis
 
 
 def cpu_seconds(server: Server) -> float:
-    fields = open(f"/proc/{server.process.pid}/stat").read().rsplit(")", 1)[1].split()
+    stat = Path(f"/proc/{server.process.pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

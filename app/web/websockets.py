@@ -211,6 +211,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
+        # strawberry keeps the cancelled timer task, and with it its frame, as long as the socket
+        self.connection_init_timeout_task = None
         if self.connection_acknowledged:
             self.guard.authenticated()
 

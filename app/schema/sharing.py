@@ -60,13 +60,14 @@ Key = tuple[str, str | None, bytes]
 
 
 class Delivery:
-    """How results of one websocket operation reach its client: `send(prefix + payload + "}")`."""
+    """How results of one websocket operation reach its client: `send(prefix + payload + "}")`,
+    False once the client is gone."""
 
     __slots__ = ("channels", "operation_name", "prefix", "query", "send", "variables")
 
     def __init__(self, channels: Channels, query: str, variables: dict[str, Any] | None,
                  operation_name: str | None, prefix: str,
-                 send: Callable[[str], Awaitable[None]]) -> None:
+                 send: Callable[[str], Awaitable[bool]]) -> None:
         self.channels, self.query, self.variables = channels, query, variables
         self.operation_name, self.prefix, self.send = operation_name, prefix, send
 
@@ -115,14 +116,16 @@ class Member:
         self.ended = True
         self._wakeup.set()
 
-    async def deliver(self, prefix: str, send: Callable[[str], Awaitable[None]]) -> None:
-        """Send every result queued, until the channel ends; SubscriptionClosed if closed."""
+    async def deliver(self, prefix: str, send: Callable[[str], Awaitable[bool]]) -> None:
+        """Send every result queued, until the channel ends or the client is gone;
+        SubscriptionClosed if closed."""
         while True:
             if self.closed is not None:
                 raise self.closed
             if self.queue:
                 for text in self.queue.pop(0)[1]:
-                    await send(f"{prefix}{text}}}")
+                    if not await send(f"{prefix}{text}}}"):
+                        return
                 continue
             if self.ended:
                 return
@@ -167,12 +170,12 @@ class Channel:
                 )
                 async with aclosing(stream):
                     async for result in stream:
-                        self._channels.fanout.send(self, self.batch, encode(result))
+                        await self._channels.fanout.send(self, self.batch, encode(result))
                         self.batch = None  # a result no change was noted for ends the stream
         except Exception:  # its members are told, and complete (they resubscribe)
             request = correlation_id.get()
             log.exception("a shared subscription failed")
-            self._channels.fanout.send(self, None, orjson.dumps({"data": None, "errors": [{
+            await self._channels.fanout.send(self, None, orjson.dumps({"data": None, "errors": [{
                 "message": f"Internal server error (correlation id {request}).",
                 "extensions": {"code": "INTERNAL_SERVER_ERROR", "correlationId": request},
             }]}).decode())
@@ -195,13 +198,20 @@ def encode(result: object) -> str:
 class Fanout:
     """Puts each channel's results in its members' queues, in order, a slice per loop turn."""
 
-    def __init__(self) -> None:
+    def __init__(self, backlog: int) -> None:
         self._jobs: deque[tuple[tuple[Member, ...], int | None, str | None]] = deque()
+        self._backlog = backlog
         self._wakeup = Flag()
+        self._room = Flag()
         self._task: asyncio.Task[None] | None = None
 
-    def send(self, channel: Channel, batch: int | None, text: str) -> None:
+    async def send(self, channel: Channel, batch: int | None, text: str) -> None:
+        """Queue a result for the members; waits while `backlog` results wait already, so an
+        engine that outruns the fan-out falls behind on its own bounded feed, not in memory."""
         self._add((tuple(channel.members), batch, text))
+        while len(self._jobs) > self._backlog:
+            self._room.clear()
+            await self._room.wait()
 
     def end(self, channel: Channel) -> None:
         """After the results sent before: its members complete."""
@@ -223,6 +233,8 @@ class Fanout:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             members, batch, text = self._jobs.popleft()
+            if len(self._jobs) <= self._backlog:
+                self._room.set()
             for member in members:
                 if text is None:
                     member.end()
@@ -240,7 +252,7 @@ class Channels:
     def __init__(self, hub: ChangeHub) -> None:
         self._hub = hub
         self._channels: dict[Key, Channel] = {}
-        self.fanout = Fanout()
+        self.fanout = Fanout(hub.queue_size)
 
     def join(self, delivery: Delivery, schema: BaseSchema, services: Services
              ) -> tuple[Channel, Member]:

@@ -351,12 +351,15 @@ class SocketAdapter(ASGIWebSocketAdapter):
         except SentAfterClose as error:
             raise WebSocketDisconnected from error
 
-    async def send_text(self, text: str) -> None:
-        """A message encoded already (a shared subscription's)."""
+    async def send_text(self, text: str) -> bool:
+        """Send a message encoded already (a shared subscription's); False if the client is
+        gone (the operation then ends quietly, as when `send_json` finds it gone)."""
         try:
             await self.ws.send_text(text)
-        except SentAfterClose as error:
-            raise WebSocketDisconnected from error
+        except (WebSocketDisconnect, SentAfterClose):
+            log.debug("a subscriber went away while a message was being sent to it")
+            return False
+        return True
 
     async def close(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.DISCONNECTED:

@@ -10,12 +10,13 @@ messages a second beside the server on a small machine).
 - Latency = time a client received the change − the event's `recorded_at` (the commit time),
   same clock.
 - Memory = the server's RSS growth with N idle subscriptions, divided by N.
-- CPU = the server's CPU time during the changes, per delivery.
+- CPU = the server's CPU time during the changes (its mutations and projector too), per delivery
+  and as a share of one core: subscribers per vCPU at this rate.
 - Stalls = the slowest `/healthz` answer while the changes fan out: how long the server's
   event loop (which also renews the projector's lease) waited.
 
     python -m bench.subscriptions                     # 1000 subscribers, 20 changes/s, 20 s
-    python -m bench.subscriptions --subscribers 10000 --clients 4
+    python -m bench.subscriptions --subscribers 10000 --clients 4 --seconds 30
     python -m bench.subscriptions --subscribers 50 --seconds 3
 """
 
@@ -205,10 +206,11 @@ async def run(server: Server, count: int, rate: float, seconds: float, everythin
         stop = asyncio.Event()
         probing = asyncio.create_task(probe(client, server.url.replace("/graphql", "/healthz"),
                                             stop))
-        cpu_before = cpu_seconds(server)
+        cpu_before, started = cpu_seconds(server), time.perf_counter()
         changed = await drive(client, server.url, rate, seconds)
         await asyncio.sleep(2)
         cpu = cpu_seconds(server) - cpu_before
+        busy = cpu / (time.perf_counter() - started)
         stop.set()
         stalls = sorted(await probing)
         for pipe in pipes:
@@ -216,12 +218,12 @@ async def run(server: Server, count: int, rate: float, seconds: float, everythin
         results = [await loop.run_in_executor(None, pipe.recv) for pipe in pipes]
         for process in processes:
             process.join(30)
-    report(count, connected, rate, seconds, everything, clients, changed, results, cpu, stalls,
-           idle_before, idle_after)
+    report(count, connected, rate, seconds, everything, clients, changed, results, cpu, busy,
+           stalls, idle_before, idle_after)
 
 
 def report(count: int, connected: int, rate: float, seconds: float, everything: bool,
-           clients: int, changed: list[int], results: list[Any], cpu: float,
+           clients: int, changed: list[int], results: list[Any], cpu: float, busy: float,
            stalls: list[float], idle_before: int, idle_after: int) -> None:
     per_location = Counter(location_of(employee) for employee in changed)
     latencies = sorted(x for result in results for x in result[0])
@@ -243,8 +245,9 @@ def report(count: int, connected: int, rate: float, seconds: float, everything: 
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(f"commit→delivery latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max "
               f"{latencies[-1]:.0f} ms (goal p99 ≤ 250 ms)")
-        print(f"server CPU: {cpu:.2f} s for {len(latencies)} deliveries = "
-              f"{cpu / len(latencies) * 1e6:.0f} µs per delivery")
+        print(f"server CPU (its mutations and projector included): {cpu:.2f} s for "
+              f"{len(latencies)} deliveries = {cpu / len(latencies) * 1e6:.0f} µs per delivery; "
+              f"{busy:.0%} of one core, ≈ {count / busy:,.0f} subscribers per vCPU at this rate")
     if stalls:
         print(f"/healthz during the fan-out: p50 {statistics.median(stalls):.1f} ms, "
               f"max {stalls[-1]:.0f} ms ({len(stalls)} probes)")

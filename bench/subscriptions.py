@@ -43,6 +43,8 @@ from websockets.typing import Subprotocol
 from bench.server import Server, running
 
 LOCATIONS = 20
+OPENING = 32
+"""Subscribers of a client process opening at the same time."""
 EMPLOYEES = LOCATIONS * 5
 HIRE = """mutation($l: Int!, $n: String!) { createEmployee(input: {firstName: $n, lastName: "B",
   dateOfBirth: "1990-01-01", jobTitle: "Cook", locationId: $l}) { __typename } }"""
@@ -76,18 +78,20 @@ class Tally:
 
 
 async def subscriber(url: str, location: int | None, tally: Tally, ready: asyncio.Event,
-                     count: int) -> None:
+                     count: int, opening: asyncio.Semaphore) -> None:
     positions: list[int] = []
     tally.received.append((location, positions))
     try:
-        async with websockets.connect(
-            url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=120,
-            compression=None, ping_interval=None,
-        ) as ws:
+        async with opening:  # a connection storm would overflow the server's listen backlog
+            ws = await websockets.connect(
+                url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=120,
+                compression=None, ping_interval=None,
+            )
             await ws.send(json.dumps({"type": "connection_init"}))
             assert json.loads(await ws.recv())["type"] == "connection_ack"
-            await ws.send(json.dumps({"id": "1", "type": "subscribe",
-                                      "payload": {"query": WATCH, "variables": {"l": location}}}))
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+                "query": WATCH, "variables": {"l": location}}}))
+        async with ws:
             tally.connected += 1
             tally.check_in(ready, count)
             async for raw in ws:
@@ -108,11 +112,11 @@ async def subscriber(url: str, location: int | None, tally: Tally, ready: asynci
 async def client(url: str, locations: list[int | None], pipe: Connection) -> None:
     """Subscribe, say ready, receive until told to stop, send the tally back."""
     tally, ready = Tally(), asyncio.Event()
+    opening = asyncio.Semaphore(OPENING)
     tasks = []
-    for n, location in enumerate(locations):
-        tasks.append(asyncio.create_task(subscriber(url, location, tally, ready, len(locations))))
-        if n % 100 == 99:
-            await asyncio.sleep(0.05)  # a connection storm would fill the server's backlog
+    for location in locations:
+        tasks.append(asyncio.create_task(
+            subscriber(url, location, tally, ready, len(locations), opening)))
     await ready.wait()
     pipe.send(("ready", tally.connected))
     await asyncio.get_running_loop().run_in_executor(None, pipe.recv)

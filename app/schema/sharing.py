@@ -142,10 +142,10 @@ class Channel:
         self.members: dict[Member, None] = {}
         self.batch: int | None = None
         """The batch of the change being executed (the engine's resolver notes it)."""
-        hub = services.hub
+        self._hub = services.hub
         # Subscribed now, not when the engine's resolver starts: no batch published after the
         # first member joined can be missed.
-        self.subscriber: Subscriber = hub.subscribe(counted=False)
+        self.subscriber: Subscriber = self._hub.subscribe(counted=False)
         self._task = asyncio.create_task(
             self._run(delivery, schema, services), name="subscription channel"
         )
@@ -156,6 +156,7 @@ class Channel:
         if not self.members:
             self._channels.forget(self)
             self._task.cancel()
+            self._hub.unsubscribe(self.subscriber)  # also if the engine never started
 
     async def _run(self, delivery: Delivery, schema: BaseSchema, services: Services) -> None:
         ENGINE.set(self)

@@ -8,7 +8,8 @@ messages a second beside the server on a small machine).
 
 - Deliveries: every subscriber counts the changes of its location it received, exactly.
 - Latency = time a client received the change − the event's `recorded_at` (the commit time),
-  same clock.
+  same clock; beside it, how long after its commit each mutation was answered (it waits for its
+  projection, the path up to the fan-out).
 - Memory = the server's RSS growth with N idle subscriptions, divided by N.
 - CPU = the server's CPU time during the changes (its mutations and projector too), per delivery
   and as a share of one core: subscribers per vCPU at this rate.
@@ -51,7 +52,7 @@ HIRE = """mutation($l: Int!, $n: String!) { createEmployee(input: {firstName: $n
 PLACE = """mutation { createLocation(input: {streetAddress: "1 Main", city: "Town", state: "ST",
   postalCode: "00001"}) { __typename } }"""
 RETITLE = """mutation($e: Int!, $t: String!) { changeEmployeeJobTitle(input: {employeeId: $e,
-  jobTitle: $t}) { __typename } }"""
+  jobTitle: $t}) { ... on EmployeePayload { employee { updatedAt } } } }"""
 WATCH = ("subscription($l: Int) { employeeChanged(locationId: $l) "
          "{ position employee { updatedAt } } }")
 
@@ -147,21 +148,30 @@ async def seed(client: httpx.AsyncClient, url: str) -> None:
         )
 
 
-async def drive(client: httpx.AsyncClient, url: str, rate: float, seconds: float) -> list[int]:
-    """Commit at `rate` per second, each mutation on its own schedule (they wait for projection);
-    the employees changed, in order."""
+async def drive(client: httpx.AsyncClient, url: str, rate: float, seconds: float
+                ) -> tuple[list[int], list[float]]:
+    """Commit at `rate` per second, each mutation on its own schedule; the employees changed,
+    in order, and how long after its commit each mutation was answered (ms): it waits for its
+    projection, so this is the path up to the fan-out."""
     started = time.perf_counter()
     pending = []
     changed = []
+
+    async def retitle(employee: int, title: str) -> float:
+        response = await client.post(
+            url, json={"query": RETITLE, "variables": {"e": employee, "t": title}})
+        answered = dt.datetime.now(dt.UTC)
+        assert response.status_code == 200 and "errors" not in response.json()
+        employee_doc = response.json()["data"]["changeEmployeeJobTitle"]["employee"]
+        committed = dt.datetime.fromisoformat(employee_doc["updatedAt"])
+        return (answered - committed).total_seconds() * 1000
+
     for sent in range(1, int(rate * seconds) + 1):
         await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
         employee = 1 + sent % EMPLOYEES
         changed.append(employee)
-        pending.append(asyncio.create_task(client.post(
-            url, json={"query": RETITLE, "variables": {"e": employee, "t": f"T{sent}"}})))
-    responses = await asyncio.gather(*pending)
-    assert all(r.status_code == 200 and "errors" not in r.json() for r in responses)
-    return changed
+        pending.append(asyncio.create_task(retitle(employee, f"T{sent}")))
+    return changed, sorted(await asyncio.gather(*pending))
 
 
 async def probe(client: httpx.AsyncClient, url: str, stop: asyncio.Event) -> list[float]:
@@ -219,7 +229,7 @@ async def run(server: Server, count: int, rate: float, seconds: float, everythin
         probing = asyncio.create_task(probe(client, server.url.replace("/graphql", "/healthz"),
                                             stop))
         cpu_before, started = cpu_seconds(server), time.perf_counter()
-        changed = await drive(client, server.url, rate, seconds)
+        changed, answered = await drive(client, server.url, rate, seconds)
         await asyncio.sleep(2)
         cpu = cpu_seconds(server) - cpu_before
         busy = cpu / (time.perf_counter() - started)
@@ -235,6 +245,7 @@ async def run(server: Server, count: int, rate: float, seconds: float, everythin
             process.join(30)
     report(count, connected, rate, seconds, everything, clients, changed, results, cpu, busy,
            stalls, idle_before, idle_after)
+    print(f"  commit→mutation answered (it waits for its projection): {percentiles(answered)}")
     if probes.latencies:
         print(f"  and {len(probes.latencies)} deliveries to {LOCATIONS} subscribers in the driver "
               f"process, joined last: {percentiles(sorted(probes.latencies))}")

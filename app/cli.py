@@ -118,7 +118,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         os.environ["REDIS_URL"] = url
         uvicorn.run(
             "app.web.app:create_app", factory=True, host=args.host, port=args.port,
-            workers=args.workers, log_config=None, ws="websockets-sansio",
+            workers=args.workers, log_config=None, ws="app.web.ws_protocol:WebSocketProtocol",
             http="app.web.http_protocol:HttpProtocol",  # httptools, with header limits
             ws_max_size=settings.max_ws_message_bytes,
             ws_per_message_deflate=False,  # zlib state is ~70 KiB per socket; changes are small

@@ -39,6 +39,7 @@ class Subscriber:
         self.heals_gaps = heals_gaps
         self.wants = wants
         self.closed: SubscriptionClosed | None = None
+        self.counted = True
         self._wakeup = asyncio.Event()
 
     def offer(self, batch: Batch) -> None:
@@ -81,22 +82,32 @@ class ChangeHub:
         self._subscribers: set[Subscriber] = set()
         self.position: int | None = None
 
+    @property
+    def queue_size(self) -> int:
+        """Batches a subscriber may fall behind before it is closed."""
+        return self._queue_size
+
     def subscribe(
-        self, heals_gaps: bool = False, wants: Callable[[Batch], bool] = lambda _batch: True
+        self, heals_gaps: bool = False, wants: Callable[[Batch], bool] = lambda _batch: True,
+        counted: bool = True,
     ) -> Subscriber:
         """A new subscriber of the batches it `wants` (filtered here, so others cost nothing).
 
-        Use it as a context manager: leaving frees it at once.
+        Use it as a context manager: leaving frees it at once. One not `counted` feeds others
+        (app/schema/sharing.py), which count themselves in `cqrs_subscribers`.
         """
         subscriber = Subscriber(self, self._queue_size, heals_gaps, wants)
+        subscriber.counted = counted
         self._subscribers.add(subscriber)
-        SUBSCRIBERS.inc()
+        if counted:
+            SUBSCRIBERS.inc()
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         if subscriber in self._subscribers:
             self._subscribers.discard(subscriber)
-            SUBSCRIBERS.dec()
+            if subscriber.counted:
+                SUBSCRIBERS.dec()
 
     def publish(self, batch: Batch) -> None:
         """Deliver a batch; a gap before it first interrupts subscribers that cannot heal it."""

@@ -11,7 +11,7 @@ import strawberry
 from app.projections.documents import Change
 from app.read_model.changes import Batch
 from app.read_model.hub import Subscriber, SubscriptionClosed
-from app.schema import described
+from app.schema import described, sharing
 from app.schema.context import Context
 from app.schema.errors import ClientError
 from app.schema.types import Employee, Event, Location
@@ -62,16 +62,28 @@ class EmployeeChange:
 async def changes(
     info: Info, wanted: Callable[[Change], bool]
 ) -> AsyncGenerator[Change, None]:
-    """Matching changes of every batch the hub delivers, until the subscription is closed."""
+    """Matching changes of every batch the hub delivers, until the subscription is closed.
+
+    Over a websocket the operation's channel sends them instead (app/schema/sharing.py): this
+    then runs once per operation shape, as the channel's engine.
+    """
+    services = info.context.services
+    try:
+        if await sharing.follow(info.schema, services):
+            return
+    except SubscriptionClosed as closed:
+        raise ClientError(str(closed), closed.code) from closed
+
     def relevant(batch: Batch) -> bool:
         return any(wanted(change) for change in batch.changes)
 
-    with info.context.services.hub.subscribe(wants=relevant) as subscriber:
+    with sharing.feed(services.hub, relevant) as subscriber:
         while True:
             batch = await _next(subscriber)
             info.context.forget()  # nested fields must not be answered from an older cache
             for change in batch.changes:
                 if wanted(change):
+                    sharing.note(batch)
                     yield change
 
 

@@ -23,6 +23,7 @@ from app.observability import REJECTIONS, correlation_id, new_correlation_id
 from app.schema import build_schema
 from app.schema.context import Context
 from app.schema.errors import OPERATION_REFUSALS
+from app.schema.sharing import Channels
 from app.web.edge import error_body
 from app.web.graphiql import graphiql_page
 from app.web.websockets import LegacyWSHandler, SocketAdapter, TransportWSHandler
@@ -46,6 +47,7 @@ class GraphQLApp(GraphQL[Context, None]):
             allowed_origins=parse_origins(settings.cors_origins),
         )
         self.services = services
+        self.channels = Channels(services.hub)
         self.authenticator = Authenticator(settings)
         if self.authenticator.jwks is not None:
             services.spawn(self.authenticator.jwks.keep_fresh(), "jwks")

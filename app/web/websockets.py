@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from typing import Any, NamedTuple
 
+import orjson
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from starlette.websockets import WebSocketDisconnected as SentAfterClose
 from strawberry.asgi import ASGIWebSocketAdapter
@@ -34,6 +35,7 @@ from strawberry.http.exceptions import (
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
@@ -45,6 +47,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from app.auth import EXPIRED
 from app.schema.context import Context
+from app.schema.sharing import DELIVERY, Delivery
 
 # The name these lines carried before app/main.py became app/web/: log filters match on it.
 log = logging.getLogger("app.main")
@@ -208,6 +211,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
+        # strawberry keeps the cancelled timer task, and with it its frame, as long as the socket
+        self.connection_init_timeout_task = None
         if self.connection_acknowledged:
             self.guard.authenticated()
 
@@ -216,6 +221,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             log.debug("a subscriber went away while a message was being sent to it")
             return
         await super().handle_task_exception(error)
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        """strawberry's, with the operation's delivery for a shared subscription to use."""
+        DELIVERY.set(delivery(self, operation.id, "next", operation.query, operation.variables,
+                              operation.operation_name))
+        await super().run_operation(operation)
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
@@ -277,6 +288,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         complete); strawberry's answered them with an internal error and a traceback. A
         client gone while a message was being sent to it is logged at DEBUG.
         """
+        DELIVERY.set(delivery(self, operation_id, "data", query, variables, operation_name))
         try:
             await self._send_results(operation_id, query, operation_name, variables)
         except WebSocketDisconnected:
@@ -310,6 +322,19 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         await self.send_message(legacy.CompleteMessage(type="complete", id=operation_id))
 
 
+def delivery(
+    handler: TransportWSHandler | LegacyWSHandler, operation_id: str, message_type: str,
+    query: str, variables: dict[str, object] | None, operation_name: str | None,
+) -> Delivery:
+    """How a shared subscription sends this operation's results: messages of `message_type`
+    under its id, as strawberry's handler of the protocol writes them."""
+    head = orjson.dumps({"id": operation_id, "type": message_type}).decode()
+    adapter = handler.websocket
+    assert isinstance(adapter, SocketAdapter)
+    return Delivery(handler.view.channels, query, variables, operation_name,  # type: ignore[attr-defined]
+                    f'{head[:-1]},"payload":', adapter.send_text)
+
+
 class SocketAdapter(ASGIWebSocketAdapter):
     """strawberry's websocket adapter, for sockets that close under a task's feet.
 
@@ -325,6 +350,16 @@ class SocketAdapter(ASGIWebSocketAdapter):
             await super().send_json(message)
         except SentAfterClose as error:
             raise WebSocketDisconnected from error
+
+    async def send_text(self, text: str) -> bool:
+        """Send a message encoded already (a shared subscription's); False if the client is
+        gone (the operation then ends quietly, as when `send_json` finds it gone)."""
+        try:
+            await self.ws.send_text(text)
+        except (WebSocketDisconnect, SentAfterClose):
+            log.debug("a subscriber went away while a message was being sent to it")
+            return False
+        return True
 
     async def close(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.DISCONNECTED:

@@ -551,7 +551,7 @@ async def _all_closed(api: Api) -> None:
     await api.wait_subscribers(0, 5)
 
 
-# 6. A consumer that stops reading is cut off with SUBSCRIBER_TOO_SLOW.
+# 6. A consumer that stops reading is cut off with SUBSCRIBER_TOO_SLOW; others go on.
 
 QUEUE_SIZE = 5
 STAFF, COPIES = 10, 60
@@ -592,12 +592,23 @@ async def test_a_subscriber_that_stops_reading_is_closed_with_subscriber_too_slo
             await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
             ws = await raw_connect(server.ws_url, sock=sock, max_queue=1, ping_interval=None)
             try:
-                await raw_subscribe(ws, "1", BIG_CHANGE, id=1)
-                await api.wait_subscribers(1)
-                written = [(await api.change_title(1, f"Title {n}"))["position"]
-                           for n in range(changes)]
-                assert (await api.http.get("/readyz")).status_code == 200
-                delivered, error = await _read_until_error(ws)
+                # the same subscription as a client that reads: they share its results
+                async with subscribe(server.ws_url, BIG_CHANGE, "employeeChanged", id=1) as fast:
+                    await raw_subscribe(ws, "1", BIG_CHANGE, id=1)
+                    await api.wait_subscribers(2)
+                    written = []
+                    for n in range(changes):
+                        written.append((await api.change_title(1, f"Title {n}"))["position"])
+                        # the reader gets each change while the other is not read at all
+                        await fast.wait_position(written[-1])
+                    assert (await api.http.get("/readyz")).status_code == 200
+                    assert positions(fast.items) == written
+                    delivered, error = await _read_until_error(ws)
+                    # and goes on after the slow one was closed
+                    await api.wait_subscribers(1)
+                    after = (await api.change_title(1, "After"))["position"]
+                    await fast.wait_position(after)
+                    assert fast.error is None
             finally:
                 await ws.close()
             assert error == ["SUBSCRIBER_TOO_SLOW"]
@@ -698,3 +709,69 @@ async def _restart_scenario(server: RunningServer, api: Api, valkey: ValkeyServe
             assert seen == location_changes[: len(seen)]
         else:
             assert seen == location_changes
+
+
+# 8. Shared results: subscribers of one operation shape share its execution, each under its id.
+
+TITLES = """subscription($l: Int) { employeeChanged(locationId: $l) {
+  position employee { jobTitle } } }"""
+KINDS = "subscription($l: Int) { employeeChanged(locationId: $l) { position kind employeeId } }"
+
+
+async def _messages(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
+    return [json.loads(await asyncio.wait_for(ws.recv(), 15)) for _ in range(count)]
+
+
+async def test_each_subscriber_gets_its_own_selection_arguments_and_id_when_results_are_shared(
+    api: Api, server: RunningServer,
+) -> None:
+    # given five subscriptions: three of one shape (two on one socket, one over graphql-ws),
+    # one selecting other fields, one watching another location
+    base = id_block()
+    here, there, cook = base + 1, base + 2, base + 3
+    await api.create_location(here)
+    await api.create_location(there)
+    await api.create_employee(cook, here)
+    sockets = [await raw_connect(server.ws_url, protocol)
+               for protocol in (GRAPHQL_TRANSPORT_WS, GRAPHQL_WS, GRAPHQL_TRANSPORT_WS,
+                                GRAPHQL_TRANSPORT_WS)]
+    both, legacy, kinds, other = sockets
+    try:
+        await raw_subscribe(both, "a", TITLES, l=here)
+        await raw_subscribe(both, "b", TITLES, l=here)
+        await raw_subscribe(legacy, "c", TITLES, l=here)
+        await raw_subscribe(kinds, "d", KINDS, l=here)
+        await raw_subscribe(other, "e", TITLES, l=there)
+        await api.wait_subscribers(5)
+        # when the cook's title changes, then the cook moves to the other location
+        retitled = (await api.change_title(cook, "Head Chef"))["position"]
+        moved = (await api.assign(cook, there))["position"]
+
+        # then each got what it selected, under its own id and its protocol's message type
+        def titled(op_id: str, kind: str, position: int) -> dict[str, Any]:
+            return {"id": op_id, "type": kind, "payload": {"data": {"employeeChanged": {
+                "position": position, "employee": {"jobTitle": "Head Chef"}}}}}
+
+        by_id = sorted(await _messages(both, 4), key=lambda m: (m["id"], m["payload"]["data"]
+                                                               ["employeeChanged"]["position"]))
+        assert by_id == [titled("a", "next", retitled), titled("a", "next", moved),
+                         titled("b", "next", retitled), titled("b", "next", moved)]
+        assert await _messages(legacy, 2) == [titled("c", "data", retitled),
+                                              titled("c", "data", moved)]
+        assert await _messages(kinds, 2) == [
+            {"id": "d", "type": "next", "payload": {"data": {"employeeChanged": {
+                "position": position, "kind": "UPDATED", "employeeId": cook}}}}
+            for position in (retitled, moved)
+        ]
+        # and the other location's subscriber saw only the move into it
+        assert await _messages(other, 1) == [titled("e", "next", moved)]
+        # one operation stopped ends alone; its twin on the same socket goes on
+        await both.send(json.dumps({"id": "a", "type": "complete"}))
+        await api.wait_subscribers(4)
+        later = (await api.assign(cook, here))["position"]
+        message = (await _messages(both, 1))[0]
+        assert (message["id"], message["payload"]["data"]["employeeChanged"]["position"]) == (
+            "b", later)
+    finally:
+        for ws in sockets:
+            await ws.close()

@@ -145,6 +145,38 @@ async def test_a_socket_ends_when_its_token_expires_and_its_subscription_with_it
     await api.wait_subscribers(0)
 
 
+async def test_a_socket_whose_token_expires_ends_while_others_of_its_subscription_go_on(
+    server: RunningServer, http: httpx.AsyncClient,
+) -> None:
+    # given a socket with a token about to expire and one with an API key, subscribed alike
+    # (they share the subscription's results)
+    token = hs256("short-lived-reader", expires_in=3, roles=["reader"])
+    api, first, second = Api(http), location_id(401, GRAPHQL_TRANSPORT_WS), 402
+    expiring = await raw_connect(server.ws_url, GRAPHQL_TRANSPORT_WS, {"token": token})
+    lasting = await raw_connect(server.ws_url, GRAPHQL_TRANSPORT_WS,
+                                {"Authorization": f"Bearer {READER_KEY}"})
+    try:
+        for ws in (expiring, lasting):
+            await raw_subscribe(ws, "s", LOCATION_CHANGED, id=None)
+        await api.wait_subscribers(2)
+        # when a location opens before the expiry, and another after it
+        await graphql(http, CREATE_LOCATION, WRITER_KEY, input=location_input(first))
+        messages = await until_closed(expiring)
+        await graphql(http, CREATE_LOCATION, WRITER_KEY, input=location_input(second))
+        # then both saw the first; the expired socket was closed, the other saw the second too
+        seen = [m["payload"]["data"]["locationChanged"]["locationId"]
+                for m in messages if m["type"] == "next"]
+        assert seen == [first]
+        assert (expiring.close_code, expiring.close_reason) == (4403, "The token has expired.")
+        for expected in (first, second):
+            message = await reply(lasting, "s")
+            assert message["payload"]["data"]["locationChanged"]["locationId"] == expected
+        await api.wait_subscribers(1)
+    finally:
+        await expiring.close()
+        await lasting.close()
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_mutation_sent_after_the_token_expired_never_runs(
     protocol: str, server: RunningServer, http: httpx.AsyncClient,

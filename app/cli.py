@@ -62,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.observability import configure_logging
 
     configure_logging(settings.log_level, settings.log_format, settings.log_json)
+    from redis.exceptions import RedisError
+
     from app.event_store.migrations import SchemaError
+    from app.read_model.refusals import explain, refusal
 
     runners = {"migrate": _migrate, "project": _project, "rebuild": _rebuild,
                "status": _status, "parked": _parked, "seed-demo": _seed, "privacy": _privacy}
@@ -72,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(runners[args.command](settings, args))
     except SchemaError as error:  # one line that says what to do, not a traceback
         print(f"{_program()} {args.command}: {error}", file=sys.stderr)
+        return 2
+    except RedisError as error:
+        kind = refusal(error)
+        if kind is None:  # not a configuration error: the traceback helps
+            raise
+        print(f"{_program()} {args.command}: {explain(kind, error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

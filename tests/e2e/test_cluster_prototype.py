@@ -43,6 +43,7 @@ from tests.e2e.cluster_prototype import (
     shard_of,
 )
 from tests.harness.cluster import REDIS_SERVER, require_binary
+from tests.harness.environment import app_environment
 from tests.harness.projection_support import command_handlers, delete_all, workload
 
 SHARDS = 6
@@ -210,3 +211,19 @@ def test_the_cluster_cost_measurement_runs() -> None:
     assert len(rows) == len(ROWS), done.stdout
     for row in rows:
         float(row.split()[-1])  # the ratio: both figures were measured
+
+
+def test_a_command_pointed_at_a_cluster_node_says_so_in_one_line(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """`python -m app status` against a cluster node: exit 2 and the operator's sentence, no
+    traceback (the service needs one primary)."""
+    env = app_environment(tmp_path, {
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'events.db'}",
+        "REDIS_URL": f"redis://127.0.0.1:{cluster.ports[0]}/0", "VAR_DIR": str(tmp_path),
+    })
+    done = subprocess.run([sys.executable, "-m", "app", "status"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Redis Cluster node" in done.stderr.splitlines()[-1]

@@ -41,7 +41,7 @@ def started(make: Callable[[int], ValkeyServer], attempts: int = 5) -> ValkeySer
     once on one host (services, test runs) both take: one of them then fails to bind.
     """
     for attempt in range(attempts):
-        server = make(_free_port())
+        server = make(free_port())
         try:
             server.start()
         except (ValkeyServerStartupError, OSError):
@@ -52,7 +52,8 @@ def started(make: Callable[[int], ValkeyServer], attempts: int = 5) -> ValkeySer
     raise AssertionError("unreachable")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now (the kernel's choice)."""
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])

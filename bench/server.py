@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from app.embedded_redis import free_port
 from tests.harness.environment import app_environment
 
 
@@ -34,12 +34,6 @@ class Server:
         return int(next(
             line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")
         ))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -97,8 +98,7 @@ class Lease:
             sent = loop.time()
             try:
                 kept = await asyncio.wait_for(
-                    self._renew(keys=[self._key], args=[self.token, self._ttl_ms]),
-                    max(renewed + self.ttl - sent, self.ttl / 3),
+                    self._renewal(), max(renewed + self.ttl - sent, self.ttl / 3)
                 )
             except (RedisError, OSError, TimeoutError) as error:
                 if loop.time() - renewed < self.ttl * 2 / 3:
@@ -113,6 +113,10 @@ class Lease:
                 return
             renewed = sent
 
+    async def _renewal(self) -> Any:
+        """Renew the lease for another `ttl` if Redis still holds our token: 1, else 0."""
+        return await self._renew(keys=[self._key], args=[self.token, self._ttl_ms])
+
     async def _renewed_at_last(self) -> int:
         """One more renewal, given the whole lease period: 1 if Redis still held our token.
 
@@ -122,9 +126,7 @@ class Lease:
         as lost (another process may hold it by now).
         """
         try:
-            return int(await asyncio.wait_for(
-                self._renew(keys=[self._key], args=[self.token, self._ttl_ms]), self.ttl
-            ))
+            return int(await asyncio.wait_for(self._renewal(), self.ttl))
         except (RedisError, OSError, TimeoutError) as error:
             log.warning("could not renew the projector lease in time: %s", error)
             return 0

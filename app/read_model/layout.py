@@ -148,6 +148,23 @@ def apply_keys(keys: Keys) -> list[str]:
     return [keys.checkpoint, keys.generation_pointer, keys.parked]
 
 
+def _argv(
+    keys: Keys, checkpoint: int, fenced: bool, parked: int
+) -> tuple[list[Any], Callable[..., None]]:
+    """The head of APPLY's ARGV (the checkpoint, pointer and parked count it applies only at)
+    and the function that adds one command to it."""
+    generation = keys.generation
+    out: list[Any] = [
+        checkpoint, generation if fenced else "", "1" if generation is None else "0", parked,
+    ]
+
+    def command(*args: Any) -> None:
+        out.append(len(args))
+        out.extend(args)
+
+    return out, command
+
+
 def apply_args(
     keys: Keys, checkpoint: int, fenced: bool, events: list[RecordedEvent], result: BatchResult,
     published: messages.Batch | None, parked: int,
@@ -159,14 +176,7 @@ def apply_args(
 
     `erased_history`: per history key of an employee the batch erases, its members as stored
     before the batch: they are replaced by the same versions without personal data."""
-    generation = keys.generation
-    out: list[Any] = [
-        checkpoint, generation if fenced else "", "1" if generation is None else "0", parked,
-    ]
-
-    def command(*args: Any) -> None:
-        out.append(len(args))
-        out.extend(args)
+    out, command = _argv(keys, checkpoint, fenced, parked)
 
     bodies: dict[int, bytes] = {}  # id(document) -> its JSON: each document serialised once
 
@@ -273,14 +283,7 @@ def retry_args(
     `gone` from the store (removed by an operator), and (`live`) a notice that empties every API
     process's document cache (the switch notice, to the generation they already read: a retry
     changes documents behind positions they have already seen). The checkpoint stays."""
-    generation = keys.generation
-    out: list[Any] = [
-        checkpoint, generation if fenced else "", "1" if generation is None else "0", parked,
-    ]
-
-    def command(*args: Any) -> None:
-        out.append(len(args))
-        out.extend(args)
+    out, command = _argv(keys, checkpoint, fenced, parked)
 
     def serialised(doc: Doc) -> bytes:
         return orjson.dumps(doc)
@@ -307,8 +310,9 @@ def retry_args(
         aside += (event.position, parked_member(event))
     for part in _chunks(aside):
         command("ZADD", keys.parked, *part)
-    if live and generation is not None:
-        command("PUBLISH", keys.changes_channel, messages.encode_switch(checkpoint, generation))
+    if live and keys.generation is not None:
+        command("PUBLISH", keys.changes_channel,
+                messages.encode_switch(checkpoint, keys.generation))
     return out
 
 

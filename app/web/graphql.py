@@ -4,7 +4,7 @@ handlers are in app/web/websockets.py)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -26,6 +26,7 @@ from app.schema.errors import OPERATION_REFUSALS
 from app.schema.sharing import Channels
 from app.web.edge import error_body
 from app.web.graphiql import graphiql_page
+from app.web.posted import PlainPosts
 from app.web.websockets import LegacyWSHandler, SocketAdapter, TransportWSHandler
 
 
@@ -49,6 +50,9 @@ class GraphQLApp(GraphQL[Context, None]):
         self.services = services
         self.channels = Channels(services.hub)
         self.authenticator = Authenticator(settings)
+        self.plain_posts = PlainPosts(
+            lambda accept: self._get_stream_transport_from_headers({"accept": accept}) is not None
+        )
         if self.authenticator.jwks is not None:
             services.spawn(self.authenticator.jwks.keep_fresh(), "jwks")
 
@@ -60,14 +64,30 @@ class GraphQLApp(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        request = Request(scope, receive)
         try:
-            response = await self.run(Request(scope, receive))
+            posted = await self.plain_posts.read(request)
+            if posted is None:
+                response = await self.run(request)
+            else:
+                response = await self._answer(request, posted)
         except HTTPException as refusal:
             if refusal.status_code == 404:
                 response = PlainTextResponse(refusal.reason, 404)
             else:
                 response = refusal_response(refusal)
         await response(scope, receive, send)
+
+    async def _answer(self, request: Request, posted: GraphQLRequestData) -> Response:
+        """A plain JSON POST (app/web/posted.py) run as the library's view runs it, without
+        what only other requests need."""
+        context = await self.get_context(request, None)
+        no_sub_response = cast(Response, None)  # the library's execute_single takes, not uses, one
+        result = await self.execute_single(
+            request, self.request_adapter_class(request), no_sub_response, context, None, posted
+        )
+        return Response(orjson.dumps(await self.process_result(request, result)),
+                        media_type="application/json")
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL from the service's own files (app/web/graphiql.py)."""

@@ -785,6 +785,40 @@ async def test_malformed_http_bodies_get_a_400_and_the_connection_stays_usable(a
     assert await api.head() == head
 
 
+# Requests answered through the plain-POST path (app/web/posted.py) and, sent with a content
+# type only the library's looser check takes as JSON, through the library's whole view.
+SAME_EITHER_WAY: list[dict[str, Any]] = [
+    {"query": "query E($id: Int!) { employee(id: $id) { id } }", "variables": {"id": 1},
+     "operationName": "E"},
+    {"query": "{ locations { id city } }", "extensions": {"cost": True}},
+    {"query": "{ locations { salary } }"},
+    {"query": "{ locations { id }"},
+    {"query": "query A { __typename }", "operationName": "B"},
+    {"query": "subscription { events { position } }"},
+    {"query": "mutation { changeEmployeeJobTitle(input: {employeeId: 2147483000, "
+              "jobTitle: \"Chef\"}) { __typename ... on Error { message code } } }"},
+]
+
+
+async def test_plain_json_posts_are_answered_as_the_library_answers_them(api: Api) -> None:
+    head = await api.head()
+    kinds: set[bool] = set()
+    for payload in SAME_EITHER_WAY:
+        body = json.dumps(payload).encode()
+        answers = [
+            await api.http.post("/graphql", content=body, headers={"Content-Type": kind})
+            for kind in ("application/json", "application/jsonx")
+        ]
+        plain, library = answers
+        assert plain.json().get("data") or plain.json().get("errors"), payload
+        assert (plain.status_code, plain.headers["content-type"], plain.json()) == (
+            library.status_code, library.headers["content-type"], library.json()
+        ), payload
+        kinds.add(plain.json().get("extensions") is not None)
+    assert kinds == {True, False}  # the cost extension came back, through both
+    assert await api.head() == head
+
+
 async def test_hostile_graphql_gets_clean_errors_and_writes_nothing(api: Api) -> None:
     head = await api.head()
     http = api.http

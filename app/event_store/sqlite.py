@@ -4,7 +4,7 @@ operation: the default for `sqlite+aiosqlite:///FILE` (SQLITE_DIRECT).
 Through SQLAlchemy + aiosqlite every statement costs several hops between the event loop and the
 driver's thread, plus SQLAlchemy's per-row type processing; an append took ~6 ms and reading a
 projection batch spent most of its time converting rows. Here a read is one call on a reader
-thread, and writes go through one write connection, each with its own connection to the file.
+thread with a connection of its own, and every write goes through one write connection.
 
 The `sqlite3` module lets go of the GIL around every step of a statement (each row fetched or
 written) and must take it back afterwards; while the event loop's thread is busy that takes up to
@@ -16,10 +16,11 @@ commands behind it waited as long. So a group's statements run on the event loop
 (`append`): they only change pages in memory, about 50 µs per command, with no hand-over at all.
 What may wait runs on the writer thread: the COMMIT with its fsync, and taking the write lock when
 another process holds it (it is first tried without waiting). Other writes (snapshots, pruning,
-VACUUM) run whole on the writer thread. Needs SQLite 3.38+ (JSON built in). Rows are stored exactly as SQLAlchemy
-stores them (JSON text, `YYYY-MM-DD HH:MM:SS.ffffff` UTC times), so both adapters read each
-other's files; the tables themselves are made by the migrations (app/event_store/migrations/),
-which run when the store opens.
+VACUUM) run whole on the writer thread. Needs SQLite 3.38+ (JSON built in).
+
+Rows are stored exactly as SQLAlchemy stores them (JSON text, `YYYY-MM-DD HH:MM:SS.ffffff` UTC
+times), so both adapters read each other's files; the tables themselves are made by the
+migrations (app/event_store/migrations/), which run when the store opens.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class SqliteThreads:
     async def _on_writer(self, call: Callable[[], object]) -> None:
         """`call` on the writer thread, finished (or failed) there before this returns, even
         when the caller is cancelled meanwhile: the connection is not touched while it runs."""
-        running = asyncio.ensure_future(self._writer.call(call))
+        running = self._writer.submit(call)  # a bare future: a closing loop cancels only tasks
         try:
             await asyncio.shield(running)
         except asyncio.CancelledError:

@@ -30,10 +30,15 @@ class WorkerThread:
 
     async def call(self, work: Callable[[], T]) -> T:
         """`work()` on the thread, after every call made before it."""
+        return await self.submit(work)
+
+    def submit(self, work: Callable[[], T]) -> asyncio.Future[T]:
+        """`work()` on the thread, after every call made before it; its outcome is the future's
+        (cancelled before the thread reaches it, it does not run)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._calls.put((loop, future, work))
-        return await future
+        return future
 
     def shutdown(self) -> None:
         """Finish the calls already made, then stop the thread."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -212,3 +213,48 @@ async def test_an_operation_within_its_deadline_is_answered_in_full(tiny_slices:
     timed = strawberry.Schema(query=Query, execution_context_class=with_deadline(60))
     query = "{ roots { id children { id } } }"
     assert outcome(await timed.execute(query)) == outcome(await PLAIN.execute(query))
+
+
+async def test_a_finished_operation_leaves_no_garbage_for_the_collector() -> None:
+    """Its executor (and what it holds: fields, variables, the context) is freed by reference
+    counting when the operation ends; with the cycle graphql-core's helpers made, each one
+    waited for a collection."""
+    executors: list[weakref.ref[SlicedExecutionContext]] = []
+
+    class Watched(SlicedExecutionContext):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            executors.append(weakref.ref(self))
+
+    schema = strawberry.Schema(query=Query, execution_context_class=Watched)
+    gc.collect()
+    gc.disable()
+    try:
+        result = await schema.execute("{ roots { id later children { id } } }")
+        assert result.errors is None
+        assert len(executors) == 1
+        assert executors[0]() is None
+    finally:
+        gc.enable()
+
+
+async def test_resolvers_still_gather_and_track_through_the_helpers() -> None:
+    """The helpers graphql-core gives resolvers work through the executor's weak reference."""
+
+    @strawberry.type
+    class Helped:
+        @strawberry.field
+        async def gathered(self, info: strawberry.Info) -> list[int]:
+            async def value(n: int) -> int:
+                await asyncio.sleep(0)
+                return n
+
+            values: list[int] = await info._raw_info.async_helpers.gather(
+                [value(1), value(2)]
+            )
+            return values
+
+    schema = strawberry.Schema(query=Helped, execution_context_class=SlicedExecutionContext)
+    result = await schema.execute("{ gathered }")
+    assert result.errors is None
+    assert result.data == {"gathered": [1, 2]}

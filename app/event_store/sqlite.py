@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from operator import itemgetter
 from typing import Any, TypeVar
@@ -77,47 +76,36 @@ def file_of(database: str | None) -> str | None:
 
 
 class SqliteThreads:
-    """A writer thread and a reader thread, each with its own connection to one database file."""
+    """A writer thread and a reader thread over one database file: the reader's connection is
+    used on its thread only; the write connection on the writer thread and (`append`) on the
+    event loop, one transaction at a time."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
         self._writer = WorkerThread("event-store-write")
         self._reader = WorkerThread("event-store-read")
+        self._reads: sqlite3.Connection | None = None
         self._writes: sqlite3.Connection | None = None
         self._writing = asyncio.Lock()
         """Held by every use of the write connection: one transaction at a time, whichever
         thread runs its statements."""
 
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection (autocommit mode: transactions are explicit)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                               check_same_thread=False, cached_statements=STATEMENTS)
-        conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA secure_delete=ON")  # an erased key's bytes are overwritten
-        with self._guard:
-            self._connections.append(conn)
-        return conn
+    def _read_connection(self) -> sqlite3.Connection:
+        """The reader thread's connection (made there, on its first read)."""
+        if self._reads is None:
+            self._reads = _connect(self.path)
+        return self._reads
 
     def _write_connection(self) -> sqlite3.Connection:
         """The one connection that writes, used by the writer thread and (`append`) the loop."""
         if self._writes is None:
-            self._writes = self._connect()
+            self._writes = _connect(self.path)
         return self._writes
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work` on the reader thread; a lost file raises StoreUnavailable."""
         try:
-            return await self._reader.call(lambda: work(self.connection()))
+            return await self._reader.call(lambda: work(self._read_connection()))
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -168,10 +156,20 @@ class SqliteThreads:
     def close(self) -> None:
         self._writer.shutdown()
         self._reader.shutdown()
-        with self._guard:
-            for conn in self._connections:
+        for conn in (self._reads, self._writes):
+            if conn is not None:
                 conn.close()
-            self._connections.clear()
+        self._reads = self._writes = None
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), usable from any thread."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False,
+                           cached_statements=STATEMENTS)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA secure_delete=ON")  # an erased key's bytes are overwritten
+    return conn
 
 
 @contextlib.asynccontextmanager

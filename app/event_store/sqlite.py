@@ -24,7 +24,7 @@ import datetime as dt
 import sqlite3
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -48,7 +48,6 @@ from app.event_store.keys import SEALED_TYPES, erased_streams, masked, streams_n
 from app.event_store.migrations import upgrade_file
 from app.event_store.sqlite_threads import SqliteThreads
 
-T = TypeVar("T")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
 ROWS_PER_STATEMENT = 256  # multi-row VALUES: 256 × 9 columns stays far below SQLite's 32 766
 STATEMENTS = 2 * ROWS_PER_STATEMENT + 64  # prepared statements kept: every multi-row shape

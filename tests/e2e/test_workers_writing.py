@@ -1,7 +1,7 @@
 """`serve --workers 2` on the default SQLite file: both processes write it at once.
 
 Each worker's group commit first tries the file's write lock without waiting and, when the
-other worker holds it, waits for it on its writer thread (app/event_store/sqlite.py). Many
+other worker holds it, waits for it on its writer thread (app/event_store/sqlite_threads.py). Many
 mutations sent at once on new connections (the kernel hands each to either worker) all
 succeed, each at a position of its own, and every one is in the read model afterwards.
 """

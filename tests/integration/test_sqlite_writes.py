@@ -1,5 +1,5 @@
 """The SQLite store's group commits run their statements on the event loop and wait on the
-writer thread only (app/event_store/sqlite.py): for the COMMIT, and for the write lock when
+writer thread only (app/event_store/sqlite_threads.py): for the COMMIT, and for the write lock when
 another process holds it. Such a wait holds up nothing else, and one given up leaves nothing
 behind."""
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
+import re
 
 from app.domain.errors import FieldProblem, ValidationFailed
 
 MAX_TEXT = 200
 MAX_ID = 2**31 - 1
 MINIMUM_AGE_YEARS = 16
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+"""Unicode's control characters (category Cc): exactly these two ranges."""
 
 
 class FieldChecker:
@@ -25,7 +27,7 @@ class FieldChecker:
             self.problems.append(
                 FieldProblem(field, f"The {label} must be at most {MAX_TEXT} characters.")
             )
-        elif any(unicodedata.category(ch) == "Cc" for ch in value):
+        elif CONTROL.search(value):
             self.problems.append(
                 FieldProblem(field, f"The {label} cannot contain control characters.")
             )

@@ -34,6 +34,7 @@ from app.event_store.keys import Sealer, erased_streams
 from app.event_store.recent import RecentCommits
 
 MAX_GROUP = 256  # appends written in one transaction at most
+MIN_SHARE = 16  # fewer waiting appends than twice this go as one group, even with two writers
 log = logging.getLogger(__name__)
 
 
@@ -157,10 +158,16 @@ class GroupCommitStore(ABC):
 
     def __init__(self, schema: EventSchema) -> None:
         self._schema = schema
-        self._queue: list[Request] = []  # appends waiting for the writer
-        self._writer: asyncio.Task[None] | None = None  # one writer at a time: no busy-waiting
+        self._queue: list[Request] = []  # appends waiting for a writer
+        self._writers: set[asyncio.Task[None]] = set()  # alive only while there is work
+        self._idle = 0  # writers alive and not writing a group: they share the queue
+        self._pipeline = 1
+        """Groups in flight at once. One, unless the database itself orders concurrent groups
+        (PostgreSQL's append lock): then a second group is sent while the first is written, and
+        the commands answered by one group run while the other is in the database."""
         self._listeners: list[AppendListener] = []
         self._recent = RecentCommits()
+        self._keep_recent = False  # set by the first read_batch: a projector reads here
         self._sealer = Sealer()
 
     @abstractmethod
@@ -203,36 +210,50 @@ class GroupCommitStore(ABC):
             asyncio.get_running_loop().create_future(),
         )
         self._queue.append(request)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._drain(), name="event-store-writer")
+        if len(self._writers) < self._pipeline:
+            self._idle += 1
+            writer = asyncio.create_task(self._drain(), name="event-store-writer")
+            self._writers.add(writer)
         return await request.future
 
     async def read_batch(self, after_position: int, limit: int) -> list[RecordedEvent]:
         """About `limit` events after `after_position`, never splitting one append; this
-        process's newest commits come from memory (app/event_store/recent.py)."""
+        process's newest commits come from memory (app/event_store/recent.py) once something
+        reads batches here (a process that does not project keeps none)."""
+        self._keep_recent = True
         recent = self._recent.batch(after_position, limit)
         if recent is not None:
             return recent
         return await self._read_batch(after_position, limit)
 
     async def _finish_writes(self) -> None:
-        """Wait for the group being written (for `close`)."""
-        if self._writer is not None and not self._writer.done():
-            await asyncio.wait([self._writer])
+        """Wait for the groups being written (for `close`)."""
+        if self._writers:
+            await asyncio.wait(list(self._writers))
 
     async def _drain(self) -> None:
-        """Write groups of queued appends until the queue is empty (then the task ends)."""
+        """Write groups of queued appends until the queue is empty (then the task ends). Writers
+        about to take a group share the queue between them: with two, 100 waiting appends go
+        as two groups of 50, whose commands then take turns with each other's round trips."""
         try:
             while self._queue:
-                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-                await self._commit_group(group)
+                waiting = len(self._queue)
+                share = waiting if waiting < 2 * MIN_SHARE else -(-waiting // self._idle)
+                share = min(share, MAX_GROUP)
+                group, self._queue = self._queue[:share], self._queue[share:]
+                self._idle -= 1
+                try:
+                    await self._commit_group(group)
+                finally:
+                    self._idle += 1
         except BaseException:  # cancelled (the loop is closing): nobody will write the rest
             for request in self._queue:
                 request.future.cancel()
             self._queue = []
             raise
-        finally:
-            self._writer = None
+        finally:  # at once, not in a done callback: an append arriving next starts a writer
+            self._idle -= 1
+            self._writers.discard(asyncio.current_task())
 
     async def _commit_group(self, group: list[Request]) -> None:
         """Write one group in one transaction; settle every request's future exactly once."""
@@ -262,7 +283,8 @@ class GroupCommitStore(ABC):
                 await self._after_erasure()
             except Exception as exc:  # committed: only the files' hygiene is late
                 log.warning("file clean-up after an erasure failed: %s", exc)
-        self._recent.add(self._as_read(row) for row in written.rows)
+        if self._keep_recent:
+            self._recent.add(self._as_read(row) for row in written.rows)
         self._settle(live, written.outcomes)
 
     def _as_read(self, row: dict[str, Any]) -> RecordedEvent:

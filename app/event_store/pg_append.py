@@ -151,55 +151,59 @@ def stored_state(row: Any) -> Stored:
 
 
 class PgAppender:
-    """Writes groups through `append_group` on a connection it keeps between groups."""
+    """Writes groups through `append_group` on connections it keeps between groups."""
 
     def __init__(self, engine: AsyncEngine, sealer: Sealer, erase: Erase) -> None:
         self._engine = engine
         self._sealer = sealer
         self._erase = erase
-        self._conn: AsyncConnection | None = None
-        self._used = 0.0
+        self._kept: list[tuple[AsyncConnection, float]] = []  # idle, with when each was last used
 
     async def write(self, group: list[Request]) -> Plan:
-        """Plan and write `group`: one round trip unless an assumption failed or it erases."""
+        """Plan and write `group`: one round trip unless an assumption failed or it erases.
+        Two groups may be written at once (`GroupCommitStore._pipeline`), each on its own
+        connection; the append lock orders them in the database."""
         conn = await self._connection()
         try:
-            raw = (await conn.get_raw_connection()).driver_connection
-            stored = assumed(group)
-            if not any(e.type == ERASURE for r in group for e in r.events):
-                reply = await self._call(raw, group, stored)
-                if isinstance(reply, Plan):
-                    return reply
-                stored = reply
-            async with conn.begin():
-                await conn.execute(LOCK)  # held to the commit: the state seen next stays true
-                for _ in range(2):
-                    reply = await self._call(raw, group, stored)
-                    if isinstance(reply, Plan):
-                        for stream_id in erased_streams(reply.rows):
-                            await self._erase(conn, stream_id)
-                        return reply
-                    stored = reply
-            raise RuntimeError("append_group found the state changed under the append lock")
+            written = await self._write(conn, group)
         except BaseException:
-            self._conn = None  # a fresh (pinged) connection for the next group
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # the next group takes a fresh (pinged) one
                 await conn.invalidate()
             raise
-        finally:
-            self._used = time.monotonic()
+        self._kept.append((conn, time.monotonic()))
+        return written
+
+    async def _write(self, conn: AsyncConnection, group: list[Request]) -> Plan:
+        raw = (await conn.get_raw_connection()).driver_connection
+        stored = assumed(group)
+        if not any(e.type == ERASURE for r in group for e in r.events):
+            reply = await self._call(raw, group, stored)
+            if isinstance(reply, Plan):
+                return reply
+            stored = reply
+        async with conn.begin():
+            await conn.execute(LOCK)  # held to the commit: the state seen next stays true
+            for _ in range(2):
+                reply = await self._call(raw, group, stored)
+                if isinstance(reply, Plan):
+                    for stream_id in erased_streams(reply.rows):
+                        await self._erase(conn, stream_id)
+                    return reply
+                stored = reply
+        raise RuntimeError("append_group found the state changed under the append lock")
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await conn.close()
+        while self._kept:
+            await self._kept.pop()[0].close()
 
     async def _connection(self) -> AsyncConnection:
-        if self._conn is not None and time.monotonic() - self._used > IDLE_SECONDS:
-            await self.close()
-        if self._conn is None:
-            self._conn = await self._engine.connect()
-        return self._conn
+        """A kept connection used within `IDLE_SECONDS`, else a pinged one from the pool."""
+        while self._kept:
+            conn, used = self._kept.pop()
+            if time.monotonic() - used <= IDLE_SECONDS:
+                return conn
+            await conn.close()
+        return await self._engine.connect()
 
     async def _call(self, raw: Any, group: list[Request], stored: Stored) -> Plan | Stored:
         """One call of `append_group` for `group` planned on `stored`: the plan as written

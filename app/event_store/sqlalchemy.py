@@ -163,6 +163,8 @@ class SqlAlchemyEventStore(GroupCommitStore):
         self.engine = engine
         self._postgres = engine.dialect.name == "postgresql"
         self._appender = PgAppender(engine, self._sealer, self._erase) if self._postgres else None
+        if self._appender is not None:
+            self._pipeline = 2
 
     @classmethod
     async def open(cls, url: str, schema: EventSchema) -> SqlAlchemyEventStore:

@@ -383,3 +383,52 @@ async def test_many_concurrent_appends_keep_positions_gapless_and_in_commit_orde
     assert covered == [e.position for e in log] == list(range(1, len(log) + 1))
     times = [e.recorded_at for e in log]
     assert times == sorted(times)
+
+
+async def test_concurrent_appends_land_exactly_after_the_version_they_expected(
+    store: EventStore,
+) -> None:
+    """100 streams, each sent appends expecting versions 0, 1 and 2 at once. However a store
+    groups them (PostgreSQL writes two groups at a time), each append that commits sits right
+    after the version it expected, each that fails names the version it found instead, and each
+    stream holds exactly its committed appends."""
+    wanted = [(f"s-{n}", expected) for expected in range(3) for n in range(100)]
+
+    async def write(stream: str, expected: int) -> int | ConcurrencyError:
+        try:
+            return (await store.append([tick(stream, expected)], {stream: expected})).last_position
+        except ConcurrencyError as refused:
+            return refused
+
+    outcomes = await asyncio.gather(*(write(s, v) for s, v in wanted))
+    by_position = {e.position: e for e in await store.read_all(limit=1000)}
+    committed: dict[str, int] = {}
+    for (stream, expected), outcome in zip(wanted, outcomes, strict=True):
+        if isinstance(outcome, ConcurrencyError):
+            assert (outcome.stream_id, outcome.expected) == (stream, expected)
+            assert outcome.actual != expected
+            continue
+        event = by_position[outcome]
+        assert (event.stream_id, event.version, event.data["n"]) == (stream, expected + 1, expected)
+        committed[stream] = committed.get(stream, 0) + 1
+    assert await store.stream_versions(list(committed)) == committed
+    assert sorted(by_position) == list(range(1, len(by_position) + 1))
+
+
+@pytest.mark.postgres
+async def test_postgres_writes_two_groups_at_once(tmp_path: Path) -> None:
+    """100 appends waiting at once go as two groups of 50, each on its own connection, so one
+    group's commands run while the other is in the database (app/event_store/pg_append.py)."""
+    store = await open_store(await url_of("postgres", tmp_path), default_schema())
+    try:
+        await asyncio.gather(*(store.append([tick(f"s-{n}")], {f"s-{n}": 0}) for n in range(100)))
+        log = await store.read_all(limit=1000)
+        groups: dict[dt.datetime, list[int]] = {}
+        for event in log:
+            groups.setdefault(event.recorded_at, []).append(event.position)
+        assert sorted(groups.values()) == [list(range(1, 51)), list(range(51, 101))]
+        few = await asyncio.gather(*(store.append([tick(f"t-{n}")], {f"t-{n}": 0})
+                                     for n in range(20)))  # too few to split
+        assert len({r.recorded_at for r in few}) == 1
+    finally:
+        await store.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
+import unicodedata
 
 import pytest
 
@@ -11,7 +13,7 @@ from app.domain import events as e
 from app.domain import model
 from app.domain.errors import AlreadyExists, Conflict, NotFound, RuleViolation, ValidationFailed
 from app.domain.schema import default_schema, from_data, to_data
-from app.domain.validation import sixteen_years_before
+from app.domain.validation import CONTROL, sixteen_years_before
 
 TODAY = dt.date(2026, 11, 26)
 ADULT = dt.date(1990, 5, 17)
@@ -86,6 +88,12 @@ def test_every_invalid_field_is_reported_at_once() -> None:
     ]
     assert raised.value.problems[3].message == "The State must be at most 200 characters."
     assert raised.value.problems[4].message == "The Postal Code cannot contain control characters."
+
+
+def test_control_characters_are_exactly_unicodes_category_cc() -> None:
+    every = (chr(n) for n in range(sys.maxunicode + 1))
+    control = [ch for ch in every if unicodedata.category(ch) == "Cc"]
+    assert [ch for ch in map(chr, range(sys.maxunicode + 1)) if CONTROL.search(ch)] == control
 
 
 def test_hiring_records_created_and_assigned_together() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from app.event_store.base import RecordedEvent
+from app.domain.schema import default_schema
+from app.event_store.base import NewEvent, RecordedEvent
+from app.event_store.memory import MemoryEventStore, MemoryLog
 from app.event_store.recent import RecentCommits
 
 AT = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -48,3 +50,14 @@ def test_the_run_is_bounded_and_keeps_whole_commits() -> None:
     kept = positions(recent.batch(6, 100))
     assert kept == [7, 8, 9, 10, 11, 12]
     assert recent.batch(5, 100) is None  # 6 belonged to a commit that was cut
+
+
+async def test_a_store_keeps_its_commits_only_once_something_reads_its_batches() -> None:
+    """A process that does not project (a write-only API worker, a benchmark) does not pay for
+    keeping its commits; once its projector reads a batch, the next commits are kept."""
+    store = MemoryEventStore(MemoryLog(), default_schema())
+    await store.append([NewEvent("s-1", "Tick", {})], {"s-1": 0})
+    assert store._recent.batch(0, 10) is None  # nothing kept
+    assert positions(await store.read_batch(0, 10)) == [1]  # from the log itself
+    await store.append([NewEvent("s-1", "Tick", {})], {"s-1": 1})
+    assert positions(store._recent.batch(1, 10)) == [2]

@@ -1,6 +1,11 @@
-"""Group commit, shared by every adapter: one writer task per store writes every append waiting
-at that moment in one transaction (one sync to disk), checking each one's expected versions and
+"""Group commit, shared by every adapter: a writer task writes every append waiting at that
+moment in one transaction (one sync to disk), checking each one's expected versions and
 idempotency key in turn, so a stale append fails alone while the others of its group commit.
+
+A store has one writer, or two where the database orders concurrent groups itself (`_pipeline`,
+PostgreSQL): then two writers share a long queue, and the second group waits for the lock in the
+database while the first is written. Appends in flight at once are ordered by the lock, each
+still checked against the store as every append committed before it left it.
 
 An adapter supplies only the transaction (`_write_group`: look up what `plan` needs, let it
 decide, write its rows) and the reads. Appends are serialised by the adapter's transaction

@@ -17,9 +17,11 @@ request in order, from the stored state, exactly as on SQLite.
 A PL/pgSQL function rather than one statement: each statement in it takes its snapshot after the
 lock was granted, so it sees the previous group's commit.
 
-The writer keeps its connection between groups: the pool's pre-ping costs three round trips. After
-`IDLE_SECONDS` without a group it returns it and checks out a pinged one, so a restarted server is
-noticed before a write. `APPEND_FUNCTION` is the DDL, created by migration 0003
+Two groups may be written at once (`GroupCommitStore._pipeline`), each on its own connection:
+the second waits for the lock in the database while the first is written, and the commands the
+first answers run in Python meanwhile. The writers keep their connections between groups: the
+pool's pre-ping costs three round trips. A connection idle longer than `IDLE_SECONDS` is returned
+and a pinged one checked out, so a restarted server is noticed before a write. `APPEND_FUNCTION` is the DDL, created by migration 0003
 (app/event_store/migrations/versions/): a change to it is a new revision.
 """
 

@@ -5,7 +5,9 @@ database on one thread and read it back on another a moment later, decoding the 
 store keeps its own newest commits here, after they are durable, as one run of consecutive
 positions: a commit that does not follow the run (another process appended in between) starts a
 new run, so whatever this answers is exactly what the database holds at those positions. A read
-it cannot answer whole goes to the database.
+it cannot answer whole goes to the database. A store starts keeping them at its first
+`read_batch`: a process that does not project (an API worker beside a separate projector) keeps
+none and pays nothing for them.
 """
 
 from __future__ import annotations

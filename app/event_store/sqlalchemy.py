@@ -2,8 +2,9 @@
 
 Appends go through the group commit (app/event_store/group_commit.py). On PostgreSQL a group is
 one call of a server-side function that takes a transaction-scoped advisory lock, checks and writes
-(app/event_store/pg_append.py); on SQLite it is one BEGIN IMMEDIATE transaction. Either way
-positions are taken as head + 1 by one writer at a time.
+(app/event_store/pg_append.py), and two groups may be in flight at once; on SQLite it is one
+BEGIN IMMEDIATE transaction. Either way positions are taken as head + 1 under the append lock,
+by one group at a time.
 """
 
 from __future__ import annotations

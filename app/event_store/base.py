@@ -132,6 +132,11 @@ class EventStore(Protocol):
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None: ...
 
+    async def load_stream(self, stream_id: str) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """The stream's snapshot and its events after the snapshot's version (all of them when
+        there is none), in one read: what loading an aggregate takes."""
+        ...
+
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep `snapshot` unless the stored one is newer in the same shape (a racing older
         one never replaces it; one of another shape always is)."""

@@ -33,6 +33,7 @@ from app.event_store.base import (
     IdempotencyRecord,
     NewEvent,
     RecordedEvent,
+    Snapshot,
     in_current_shape,
 )
 from app.event_store.keys import Sealer, erased_streams
@@ -230,6 +231,19 @@ class GroupCommitStore(ABC):
         if recent is not None:
             return recent
         return await self._read_batch(after_position, limit)
+
+    async def load_stream(self, stream_id: str) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """The snapshot, then the events after it (an adapter that can read both at once does)."""
+        snapshot = await self.load_snapshot(stream_id)
+        return snapshot, await self.read_stream(stream_id, snapshot.version if snapshot else 0)
+
+    @abstractmethod
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """The stream's snapshot, if one was saved."""
+
+    @abstractmethod
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """The stream's events after `after_version`, in version order, upcast."""
 
     async def _finish_writes(self) -> None:
         """Wait for the groups being written (for `close`)."""

@@ -21,8 +21,9 @@ Two groups may be written at once (`GroupCommitStore._pipeline`), each on its ow
 the second waits for the lock in the database while the first is written, and the commands the
 first answers run in Python meanwhile. The writers keep their connections between groups: the
 pool's pre-ping costs three round trips. A connection idle longer than `IDLE_SECONDS` is returned
-and a pinged one checked out, so a restarted server is noticed before a write. `APPEND_FUNCTION` is the DDL, created by migration 0003
-(app/event_store/migrations/versions/): a change to it is a new revision.
+and a pinged one checked out, so a restarted server is noticed before a write.
+`APPEND_FUNCTION` is the DDL, created by migration 0003 (app/event_store/migrations/versions/):
+a change to it is a new revision.
 """
 
 from __future__ import annotations

@@ -111,6 +111,14 @@ async def by_stream(conn: AsyncConnection, column: Any, stream_ids: list[str]) -
     return found
 
 
+async def _snapshot(conn: AsyncConnection, stream_id: str) -> Snapshot | None:
+    query = sa.select(snapshots).where(snapshots.c.stream_id == stream_id)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    return Snapshot(row.stream_id, row.version, dict(row.state), row.schema_version)
+
+
 def utc(value: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; every stored time is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
@@ -313,19 +321,23 @@ class SqlAlchemyEventStore(GroupCommitStore):
             raise
 
     async def _select(self, query: sa.Select[Any]) -> list[RecordedEvent]:
-        """`query`'s events, each with its stream's personal-data key when its type may be
-        sealed (the same statement: a key deleted meanwhile is never used)."""
+        """`query`'s events (`_with_keys`)."""
+        async with self._sql() as conn:
+            rows = (await conn.execute(self._with_keys(query))).all()
+        return [self._recorded(row) for row in rows]
+
+    @staticmethod
+    def _with_keys(query: sa.Select[Any]) -> sa.Select[Any]:
+        """`query` with each event's stream's personal-data key when its type may be sealed
+        (the same statement: a key deleted meanwhile is never used)."""
         stored_key = (
             sa.select(personal_data_keys.c.key)
             .where(personal_data_keys.c.stream_id == events.c.stream_id)
             .scalar_subquery()
         )
-        query = query.add_columns(
+        return query.add_columns(
             sa.case((events.c.type.in_(SEALED_TYPES), stored_key)).label("personal_key")
         )
-        async with self._sql() as conn:
-            rows = (await conn.execute(query)).all()
-        return [self._recorded(row) for row in rows]
 
     def _recorded(self, row: sa.Row[Any]) -> RecordedEvent:
         data = self._sealer.open(row.type, row.stream_id, dict(row.data), row.personal_key)
@@ -390,12 +402,19 @@ class SqlAlchemyEventStore(GroupCommitStore):
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
         async with self._sql() as conn:
-            row = (
-                await conn.execute(sa.select(snapshots).where(snapshots.c.stream_id == stream_id))
-            ).first()
-        if row is None:
-            return None
-        return Snapshot(row.stream_id, row.version, dict(row.state), row.schema_version)
+            return await _snapshot(conn, stream_id)
+
+    async def load_stream(self, stream_id: str) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """Both reads on one pooled connection: one checkout (and its ping), not two."""
+        async with self._sql() as conn:
+            snapshot = await _snapshot(conn, stream_id)
+            rows = (await conn.execute(self._with_keys(
+                sa.select(events)
+                .where(events.c.stream_id == stream_id,
+                       events.c.version > (snapshot.version if snapshot else 0))
+                .order_by(events.c.version)
+            ))).all()
+        return snapshot, [self._recorded(row) for row in rows]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         values = {"version": snapshot.version, "state": snapshot.state,

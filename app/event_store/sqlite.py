@@ -150,6 +150,13 @@ def _erase(conn: sqlite3.Connection, stream_ids: Sequence[str]) -> None:
                               position))
 
 
+def _snapshot(conn: sqlite3.Connection, stream_id: str) -> Snapshot | None:
+    row = conn.execute(
+        "SELECT version, state, schema_version FROM snapshots WHERE stream_id = ?", (stream_id,)
+    ).fetchone()
+    return Snapshot(stream_id, row[0], orjson.loads(row[1]), row[2]) if row else None
+
+
 def _versions(conn: sqlite3.Connection, stream_ids: Sequence[str]) -> dict[str, int]:
     stored: dict[str, int] = {}
     for marks, chunk in _in(stream_ids):
@@ -299,11 +306,18 @@ class SqliteEventStore(GroupCommitStore):
         return (await self._file.read(lambda conn: _commands(conn, [key]))).get(key)
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
-        row = await self._file.read(lambda conn: conn.execute(
-            "SELECT version, state, schema_version FROM snapshots WHERE stream_id = ?",
-            (stream_id,),
-        ).fetchone())
-        return Snapshot(stream_id, row[0], orjson.loads(row[1]), row[2]) if row else None
+        return await self._file.read(lambda conn: _snapshot(conn, stream_id))
+
+    async def load_stream(self, stream_id: str) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """One trip to the reader thread, not two (a cold aggregate's command waits for it)."""
+
+        def work(conn: sqlite3.Connection) -> tuple[Snapshot | None, list[RecordedEvent]]:
+            snapshot = _snapshot(conn, stream_id)
+            rows = _events(conn, select_events("stream_id = ? AND version > ?", "version"),
+                           (stream_id, snapshot.version if snapshot else 0))
+            return snapshot, [self._recorded(row) for row in rows]
+
+        return await self._file.read(work)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         await self._file.write(lambda conn: conn.execute(

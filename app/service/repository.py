@@ -98,16 +98,16 @@ class Repository:
         cls: type[A],
         evolve: Callable[[A | None, e.DomainEvent], A | None],
     ) -> A | None:
-        snapshot = await self._store.load_snapshot(stream_id)
+        snapshot, recorded = await self._store.load_stream(stream_id)
         stale = snapshot is not None and snapshot.schema_version != SNAPSHOT_VERSIONS[cls]
         if stale:
             self.stale_snapshots += 1
             snapshot = None
+            recorded = await self._store.read_stream(stream_id)  # replayed from its start
         state: A | None = _thaw(cls, snapshot.state) if snapshot else None
         after = snapshot.version if snapshot else 0
         if snapshot is not None:
             self.snapshot_loads += 1
-        recorded = await self._store.read_stream(stream_id, after_version=after)
         self.events_replayed += len(recorded)
         for event in recorded:
             state = evolve(state, from_data(event.type, event.data))

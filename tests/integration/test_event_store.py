@@ -150,6 +150,20 @@ async def test_the_newest_snapshot_wins(store: EventStore) -> None:
     assert await store.load_snapshot("a-1") == Snapshot("a-1", 300, {"v": 300})
 
 
+async def test_a_stream_loads_as_its_snapshot_and_the_events_after_it(store: EventStore) -> None:
+    assert await store.load_stream("a-1") == (None, [])
+    await store.append([tick("a-1", n) for n in range(1, 4)], {"a-1": 0})
+    await store.append([tick("b-1")], {"b-1": 0})
+    snapshot, after = await store.load_stream("a-1")
+    assert snapshot is None and [e.data["n"] for e in after] == [1, 2, 3]
+    assert after == await store.read_stream("a-1")
+    await store.save_snapshot(Snapshot("a-1", 2, {"n": 2}))
+    await store.append([tick("a-1", 4)], {"a-1": 3})
+    snapshot, after = await store.load_stream("a-1")
+    assert snapshot == Snapshot("a-1", 2, {"n": 2})
+    assert [(e.version, e.data["n"]) for e in after] == [(3, 3), (4, 4)]
+
+
 async def test_a_snapshot_of_another_shape_always_replaces_the_stored_one(
     store: EventStore
 ) -> None:

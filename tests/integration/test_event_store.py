@@ -8,7 +8,8 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.domain.schema import default_schema
 from app.event_store import open_store
@@ -431,18 +432,29 @@ async def test_concurrent_appends_land_exactly_after_the_version_they_expected(
 
 @pytest.mark.postgres
 async def test_postgres_writes_two_groups_at_once(tmp_path: Path) -> None:
-    """100 appends waiting at once go as two groups of 50, each on its own connection, so one
-    group's commands run while the other is in the database (app/event_store/pg_append.py)."""
-    store = await open_store(await url_of("postgres", tmp_path), default_schema())
+    """100 appends waiting at once go as two groups of 50, each its own transaction on its own
+    connection, so one group's commands run while the other is in the database
+    (app/event_store/pg_append.py). Which of the two takes the lock first is the database's
+    choice; each takes a run of positions whole."""
+    url = await url_of("postgres", tmp_path)
+    store = await open_store(url, default_schema())
+    engine = create_async_engine(url)
     try:
         await asyncio.gather(*(store.append([tick(f"s-{n}")], {f"s-{n}": 0}) for n in range(100)))
-        log = await store.read_all(limit=1000)
-        groups: dict[dt.datetime, list[int]] = {}
-        for event in log:
-            groups.setdefault(event.recorded_at, []).append(event.position)
-        assert sorted(groups.values()) == [list(range(1, 51)), list(range(51, 101))]
-        few = await asyncio.gather(*(store.append([tick(f"t-{n}")], {f"t-{n}": 0})
-                                     for n in range(20)))  # too few to split
-        assert len({r.recorded_at for r in few}) == 1
+        assert await writing_transactions(engine) == [list(range(1, 51)), list(range(51, 101))]
+        await asyncio.gather(*(store.append([tick(f"t-{n}")], {f"t-{n}": 0})
+                               for n in range(20)))  # too few to split
+        assert (await writing_transactions(engine))[2:] == [list(range(101, 121))]
     finally:
         await store.close()
+        await engine.dispose()
+
+
+async def writing_transactions(engine: AsyncEngine) -> list[list[int]]:
+    """The positions each PostgreSQL transaction wrote (by the rows' `xmin`), in order."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.text("SELECT position, xmin::text FROM events"))
+        by_transaction: dict[str, list[int]] = {}
+        for position, transaction in rows:
+            by_transaction.setdefault(transaction, []).append(position)
+    return sorted(sorted(positions) for positions in by_transaction.values())

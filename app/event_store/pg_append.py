@@ -170,8 +170,14 @@ class PgAppender:
         try:
             written = await self._write(conn, group)
         except BaseException:
-            with contextlib.suppress(Exception):  # the next group takes a fresh (pinged) one
-                await conn.invalidate()
+            # The next group takes a fresh (pinged) connection: this one may be lost, and so may
+            # the other kept one (a restarted server dropped both), which would fail a group too.
+            dropped, self._kept = [conn, *(kept for kept, _ in self._kept)], []
+            for lost in dropped:
+                with contextlib.suppress(Exception):
+                    await lost.invalidate()
+                with contextlib.suppress(Exception):  # the pool gets its slot back
+                    await lost.close()
             raise
         self._kept.append((conn, time.monotonic()))
         return written

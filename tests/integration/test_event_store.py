@@ -20,6 +20,7 @@ from app.event_store.base import (
     IdempotencyRecord,
     NewEvent,
     Snapshot,
+    StoreUnavailable,
 )
 from app.event_store.tables import events as events_table
 from tests.conftest import SQL_STORES, StoreOpener, url_of
@@ -458,3 +459,29 @@ async def writing_transactions(engine: AsyncEngine) -> list[list[int]]:
         for position, transaction in rows:
             by_transaction.setdefault(transaction, []).append(position)
     return sorted(sorted(positions) for positions in by_transaction.values())
+
+
+@pytest.mark.postgres
+async def test_postgres_writers_recover_when_their_connections_are_killed(tmp_path: Path) -> None:
+    """The server drops every connection (a restart, a failover) 25 times, more than the pool
+    holds: each time at most the group in flight fails, as StoreUnavailable, and the next
+    append is written on a fresh connection; no connection is left checked out."""
+    url = await url_of("postgres", tmp_path)
+    store = await open_store(url, default_schema())
+    killer = create_async_engine(url)
+    try:
+        for n in range(25):
+            await asyncio.gather(*(store.append([tick(f"w{n}-{k}")], {f"w{n}-{k}": 0})
+                                   for k in range(40)))  # both writers hold a connection
+            async with killer.connect() as conn:
+                await conn.execute(sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+            try:
+                await store.append([tick(f"x-{n}")], {f"x-{n}": 0})
+            except StoreUnavailable:
+                await store.append([tick(f"x-{n}")], {f"x-{n}": 0})
+        assert await store.head_position() == 25 * 41
+    finally:
+        await store.close()
+        await killer.dispose()

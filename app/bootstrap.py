@@ -214,9 +214,10 @@ def _wire(services: Services, run_projector: bool) -> None:
             await waiter.advance(position)
 
     def delivered(batch: Batch) -> None:
-        """This process's projector's batch, ahead of the feed (which then repeats it): the
-        cache holds a mutation's documents before the mutation is woken, and subscribers here
-        need not wait for the round trip."""
+        """This process's projector's batch, as soon as it is in Redis: the cache holds a
+        mutation's documents before the mutation is woken, and subscribers here need not wait
+        for the feed. Whichever of this and the feed's message comes first is applied; the hub
+        and the cache drop the other as a repeat."""
         if runner.projector.keys.generation != services.read_model.keys.generation:
             return  # queries here read another generation until the feed's switch notice
         if cache is not None:

@@ -116,7 +116,7 @@ class Projector:
     def on_batch(self, listener: BatchListener) -> None:
         """Call `listener(batch)` with each batch a live projector published, once it is in
         Redis and before the checkpoint listeners: the same batch its change message carries,
-        in order, to this process ahead of the feed (which then repeats it)."""
+        in order, to this process without waiting for the feed (which brings it too)."""
         self._batch_listeners.append(listener)
 
     def on_erasure(self, listener: ErasureListener) -> None:

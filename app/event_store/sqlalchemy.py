@@ -119,6 +119,13 @@ async def _snapshot(conn: AsyncConnection, stream_id: str) -> Snapshot | None:
     return Snapshot(row.stream_id, row.version, dict(row.state), row.schema_version)
 
 
+def _stream(stream_id: str, after_version: int) -> sa.Select[Any]:
+    """A stream's events after `after_version`, in version order."""
+    return (sa.select(events)
+            .where(events.c.stream_id == stream_id, events.c.version > after_version)
+            .order_by(events.c.version))
+
+
 def utc(value: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; every stored time is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
@@ -355,11 +362,7 @@ class SqlAlchemyEventStore(GroupCommitStore):
         )
 
     async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        return await self._select(
-            sa.select(events)
-            .where(events.c.stream_id == stream_id, events.c.version > after_version)
-            .order_by(events.c.version)
-        )
+        return await self._select(_stream(stream_id, after_version))
 
     async def read_all(
         self, after_position: int = 0, limit: int = 100, stream_id: str | None = None
@@ -408,12 +411,8 @@ class SqlAlchemyEventStore(GroupCommitStore):
         """Both reads on one pooled connection: one checkout (and its ping), not two."""
         async with self._sql() as conn:
             snapshot = await _snapshot(conn, stream_id)
-            rows = (await conn.execute(self._with_keys(
-                sa.select(events)
-                .where(events.c.stream_id == stream_id,
-                       events.c.version > (snapshot.version if snapshot else 0))
-                .order_by(events.c.version)
-            ))).all()
+            after = snapshot.version if snapshot else 0
+            rows = (await conn.execute(self._with_keys(_stream(stream_id, after)))).all()
         return snapshot, [self._recorded(row) for row in rows]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:

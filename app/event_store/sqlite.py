@@ -94,6 +94,10 @@ def select_events(where: str, order: str = "position", limit: bool = False) -> s
     )
 
 
+STREAM = select_events("stream_id = ? AND version > ?", "version")
+"""A stream's events after a version, in version order."""
+
+
 def _events(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[Any]:
     """The rows of a `select_events` query, data and metadata decoded, in position order: one
     step (one GIL hand-over) for the whole answer, not one per row."""
@@ -263,8 +267,7 @@ class SqliteEventStore(GroupCommitStore):
         return [self._recorded(row) for row in rows]
 
     async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        return await self._select(select_events("stream_id = ? AND version > ?", "version"),
-                                  (stream_id, after_version))
+        return await self._select(STREAM, (stream_id, after_version))
 
     async def read_all(
         self, after_position: int = 0, limit: int = 100, stream_id: str | None = None
@@ -313,8 +316,7 @@ class SqliteEventStore(GroupCommitStore):
 
         def work(conn: sqlite3.Connection) -> tuple[Snapshot | None, list[RecordedEvent]]:
             snapshot = _snapshot(conn, stream_id)
-            rows = _events(conn, select_events("stream_id = ? AND version > ?", "version"),
-                           (stream_id, snapshot.version if snapshot else 0))
+            rows = _events(conn, STREAM, (stream_id, snapshot.version if snapshot else 0))
             return snapshot, [self._recorded(row) for row in rows]
 
         return await self._file.read(work)

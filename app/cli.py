@@ -146,7 +146,7 @@ async def _schema_ready(settings: Settings) -> None:
     """`ready_schema` before anything starts; a database out of reach is left to the
     service's own start, which reports it as before."""
     from app.bootstrap import ready_schema
-    from app.event_store.sqlalchemy import lost_connection
+    from app.event_store.sqlalchemy_engine import lost_connection
 
     try:
         await ready_schema(settings)

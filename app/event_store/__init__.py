@@ -17,7 +17,8 @@ from app.event_store.migrations import (
     upgrade_file,
     verify_engine,
 )
-from app.event_store.sqlalchemy import SqlAlchemyEventStore, create_engine
+from app.event_store.sqlalchemy import SqlAlchemyEventStore
+from app.event_store.sqlalchemy_engine import create_engine
 from app.event_store.sqlite import SqliteEventStore, file_of
 
 
